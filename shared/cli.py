@@ -1,0 +1,141 @@
+"""The ``streamlab`` command.
+
+    streamlab list
+    streamlab reproduce <experiment|all> [--preset P] [--resume RUN_DIR] [key=value ...]
+    streamlab runs [--experiment X]
+    streamlab sync [--dry-run]
+
+A mistake in the input (unknown experiment, preset or config key) prints one line naming what is
+valid and exits with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from .errors import StreamlabError
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(USAGE_ERROR, f"streamlab: error: {message} (see 'streamlab --help')\n")
+
+
+def _cmd_list(args) -> int:
+    from .registry import discover
+
+    for name, exp in discover().items():
+        tables = ", ".join(f"{t} ({len(tab.rows)} rows)" for t, tab in exp.spec.tables.items())
+        kind = "  [template]" if exp.is_template else ""
+        print(f"{name:<20} {exp.spec.title}{kind}\n{'':<20} paper: {exp.spec.paper}\n{'':<20} tables: {tables}; presets: {', '.join(exp.spec.presets)}")
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from .runner import reproduce, reproduce_many
+
+    if args.resume:
+        if args.experiment == "all":
+            raise StreamlabError("--resume takes one experiment, not 'all'")
+        reproduce(args.experiment, resume=args.resume, outputs=args.outputs)
+        return 0
+    names = "all" if args.experiment == "all" else [args.experiment]
+    runs, failed, _ = reproduce_many(names, args.preset, args.overrides, outputs=args.outputs)
+    if failed:
+        print(f"streamlab: {len(failed)} experiment(s) failed: {', '.join(failed)} (tracebacks above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_runs(args) -> int:
+    from .registry import discover
+    from .results import format_value
+    from .runs import runs_table
+
+    specs = {name: exp.spec for name, exp in discover().items()}
+    if args.experiment and args.experiment not in specs:
+        raise StreamlabError(f"unknown experiment {args.experiment!r}; valid: {', '.join(specs)}")
+    table = runs_table(args.experiment, args.outputs, specs)
+    if table.empty:
+        print("no local runs yet; start one with `make reproduce` or `streamlab reproduce <experiment>`")
+        return 0
+    for experiment, part in table.groupby("experiment", sort=False):
+        part = part.dropna(axis=1, how="all").drop(columns="experiment")
+        print(f"== {experiment}")
+        print(part.to_string(index=False, float_format=format_value, na_rep="-"))
+        print()
+    return 0
+
+
+def _cmd_sync(args) -> int:
+    from .paths import outputs_root
+
+    root = outputs_root(args.outputs)
+    pending = sorted(
+        d for d in root.glob("*/*/wandb/offline-run-*") if d.is_dir() and not any(d.glob("*.wandb.synced"))
+    )
+    if not pending:
+        print(f"nothing to sync: no unsynced offline wandb runs under {root}")
+        return 0
+    for d in pending:
+        print(f"{'would sync' if args.dry_run else 'syncing'} {d}")
+    if args.dry_run:
+        return 0
+    from .logger import wandb_api_key_configured
+
+    if not wandb_api_key_configured():
+        raise StreamlabError("no wandb API key configured; run `wandb login` (or set WANDB_API_KEY) and sync again")
+    return subprocess.call([sys.executable, "-m", "wandb", "sync", *map(str, pending)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="streamlab", description="StreamLab: reproduce streaming-ML papers, compare runs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="registered experiments, their tables and presets").set_defaults(fn=_cmd_list)
+
+    rep = sub.add_parser("reproduce", help="run an experiment's reproduction into a new run directory")
+    rep.add_argument("experiment", help="experiment name, or 'all'")
+    rep.add_argument("--preset", default="cpu", help="smoke | cpu | paper (default: cpu)")
+    rep.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in its own directory")
+    rep.add_argument("--outputs", metavar="DIR", help="outputs root (default: $STREAMLAB_OUTPUTS or <repo>/outputs)")
+    rep.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.seed=1 model=linear")
+    rep.set_defaults(fn=_cmd_reproduce)
+
+    runs = sub.add_parser("runs", help="local runs with their headline metrics side by side")
+    runs.add_argument("--experiment", help="only this experiment")
+    runs.add_argument("--outputs", metavar="DIR")
+    runs.set_defaults(fn=_cmd_runs)
+
+    sync = sub.add_parser("sync", help="upload offline wandb runs with `wandb sync`")
+    sync.add_argument("--dry-run", action="store_true", help="only list what would be synced")
+    sync.add_argument("--outputs", metavar="DIR")
+    sync.set_defaults(fn=_cmd_sync)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may follow options (`reproduce x --preset smoke a=1`), which argparse alone rejects.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or args.command != "reproduce"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        return args.fn(args)
+    except StreamlabError as err:
+        print(f"streamlab: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("streamlab: interrupted; resume with `streamlab reproduce <experiment> --resume <run dir>`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``reproduce()``: compose an experiment's config, open a run, call its ``reproduce(cfg, run)``.
+
+This is what ``streamlab reproduce`` and the notebooks call; an experiment only provides
+``experiments/<name>/reproduce.py`` with ``def reproduce(cfg, run) -> None``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import traceback
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+from . import config, registry, runtime
+from .errors import RunError, StreamlabError
+from .io import atomic_write_json, atomic_write_text
+from .paths import outputs_root
+from .results import format_tables, load, to_csv
+from .runs import Run
+
+
+def headlines(experiment: registry.Experiment) -> dict[str, str]:
+    return {name: table.headline for name, table in experiment.spec.tables.items()}
+
+
+def reproduce(
+    name: str,
+    preset: str = "cpu",
+    overrides: Sequence[str] = (),
+    *,
+    outputs: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+) -> Run:
+    """Run one experiment's reproduction and return the finished ``Run``.
+
+    With ``resume=<run dir>`` the preset and overrides come from that run, completed rows are kept
+    and the rest continue from their checkpoints.
+    """
+    experiment = registry.get(name)
+    if resume is not None:
+        meta_path = Path(resume) / "run.json"
+        if not meta_path.is_file():
+            raise RunError(f"cannot resume {resume}: not a run directory (no run.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta["experiment"] != name:
+            raise RunError(f"cannot resume {resume} as '{name}': it is a run of '{meta['experiment']}'")
+        preset, overrides = meta["preset"], meta["overrides"]
+    composer = partial(config.compose, experiment, preset, list(overrides))
+    cfg = composer()
+    module = experiment.module("reproduce")
+    if resume is not None:
+        run = Run.resume(resume, composer=composer)
+    else:
+        run = Run.create(experiment.name, preset, cfg, overrides=list(overrides), outputs=outputs, composer=composer)
+    try:
+        with run:
+            runtime.setup(cfg.trainer)
+            module.reproduce(cfg, run)
+    finally:
+        print(run.summary_line(headlines(experiment)), flush=True)
+    return run
+
+
+def reproduce_many(
+    names: Sequence[str] | str,
+    preset: str = "cpu",
+    overrides: Sequence[str] = (),
+    *,
+    outputs: str | os.PathLike | None = None,
+) -> tuple[list[Run], list[str], Path]:
+    """Reproduce several experiments ('all' = the default selection), then write one combined table.
+
+    A failing experiment does not stop the others; the failures are returned by name. The combined
+    table goes to ``outputs/tables/<date-time>-<preset>/`` (results.csv, results.txt, runs.json).
+    """
+    if names == "all":
+        selected = registry.default_selection()
+    else:
+        selected = [registry.get(n) for n in ([names] if isinstance(names, str) else names)]
+    for experiment in selected:  # fail fast on bad presets or keys, before any long run starts
+        config.compose(experiment, preset, list(overrides))
+    runs, failed = [], []
+    for experiment in selected:
+        try:
+            runs.append(reproduce(experiment.name, preset, overrides, outputs=outputs))
+        except StreamlabError:
+            raise
+        except Exception:  # a bug in one experiment: report it, keep going with the others
+            traceback.print_exc()
+            failed.append(experiment.name)
+    combined = _write_combined(runs, preset, outputs, {e.name: e.spec.tables for e in selected})
+    return runs, failed, combined
+
+
+def _write_combined(runs: list[Run], preset: str, outputs, specs) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = outputs_root(outputs) / "tables"
+    root.mkdir(parents=True, exist_ok=True)
+    directory, n = root / f"{stamp}-{preset}", 1
+    while True:
+        try:
+            directory.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            directory = root / f"{stamp}-{preset}-{n}"
+    records = [r for run in runs for r in run.results]
+    atomic_write_text(directory / "results.csv", to_csv(records))
+    text = format_tables(load([directory / "results.csv"]), specs)
+    atomic_write_text(directory / "results.txt", text + "\n")
+    atomic_write_json(
+        directory / "runs.json",
+        [{"experiment": run.experiment, "dir": str(run.dir), "figures": sorted(str(p) for p in (run.dir / "figures").glob("*.png"))} for run in runs],
+    )
+    print("\n" + text + f"\n\ncombined table: {directory / 'results.csv'}", flush=True)
+    return directory
