@@ -1,0 +1,70 @@
+"""Small helpers for the thin notebooks: preset switch, paper-vs-ours tables, publishing results.
+
+A notebook calls experiment code, loads, plots and asserts; it never defines the method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .errors import RunError
+from .io import atomic_path, atomic_write_json
+
+
+def smoke() -> bool:
+    """True when the notebook should run its smoke preset (CI sets ``STREAMLAB_SMOKE=1``)."""
+    return os.environ.get("STREAMLAB_SMOKE", "0") == "1"
+
+
+def with_reference(ours, reference: Iterable[Mapping]):
+    """Our tidy results beside reference numbers, wide: index (source, setting, row), columns metrics.
+
+    ``reference`` rows: ``{"row", "metric", "value", "setting", "source"}`` where ``source`` is
+    ``paper`` (or ``theory``) and ``setting`` names the paper's setting (model, data, hardware).
+    """
+    import pandas as pd
+
+    ours = ours.assign(source="ours", setting=lambda d: d["preset"].map(lambda p: f"StreamLab, {p} preset"))
+    both = pd.concat([ours, pd.DataFrame(list(reference))], ignore_index=True)
+    wide = both.pivot_table(index=["source", "setting", "row"], columns="metric", values="value", aggfunc="first", sort=False)
+    wide.columns.name = None
+    return wide
+
+
+def publish(run, destination: str | os.PathLike) -> Path:
+    """Copy a finished run's results.csv, figures and provenance next to the notebook.
+
+    Refuses smoke runs, so CI never overwrites committed results.
+    """
+    if run.preset == "smoke":
+        raise RunError("smoke runs are not published; set STREAMLAB_SMOKE=0 and run the notebook again")
+    if run.meta.get("status") != "completed":
+        raise RunError(f"run {run.dir} did not complete; nothing published")
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    with atomic_path(destination / "results.csv") as tmp:
+        shutil.copyfile(run.dir / "results.csv", tmp)
+    for figure in sorted((run.dir / "figures").glob("*.png")):
+        with atomic_path(destination / figure.name) as tmp:
+            shutil.copyfile(figure, tmp)
+    meta, prov = run.meta, json.loads((run.dir / "provenance.json").read_text())
+    atomic_write_json(
+        destination / "provenance.json",
+        {
+            "experiment": meta["experiment"],
+            "preset": meta["preset"],
+            "overrides": meta["overrides"],
+            "commit": meta["git"]["sha"],
+            "dirty": meta["git"]["dirty"],
+            "date": meta.get("finished"),
+            "device": run.results[0]["device"] if run.results else None,
+            "hardware": prov["hardware"],
+            "duration_s": meta.get("duration_s"),
+            "run": run.dir.name,
+        },
+    )
+    return destination

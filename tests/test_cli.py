@@ -1,0 +1,72 @@
+"""The `streamlab` command as a user meets it: list, reproduce twice, runs, sync, and bad input."""
+
+import hashlib
+import json
+
+import pytest
+
+from .helpers import cli
+
+
+def digest(directory):
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_list_shows_registered_experiments():
+    out = cli("list")
+    assert out.returncode == 0 and "_template" in out.stdout and "smoke, cpu, paper" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["reproduce", "nope"], "unknown experiment 'nope'; valid: _template"),
+        (["reproduce", "_template", "--preset", "huge"], "unknown preset 'huge'"),
+        (["reproduce", "_template", "--preset", "smoke", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+        (["reproduce", "_template", "model=transformer"], "valid: constant, linear, mlp"),
+        (["reproduce", "all", "--preset", "huge"], "unknown preset 'huge'"),
+        (["runs", "--experiment", "nope"], "unknown experiment 'nope'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["list", "--bogus"], "unrecognized arguments: --bogus"),
+        (["reproduce", "_template", "--resume", "/no/such/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, needle, tmp_path):
+    out = cli(*args, "--outputs", str(tmp_path)) if args[0] in ("reproduce", "runs") else cli(*args)
+    assert out.returncode == 2, out
+    assert out.stderr.count("\n") == 1 and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert not any(tmp_path.iterdir()), "a rejected command must not create a run directory"
+
+
+def test_reproduce_twice_keeps_both_runs_and_runs_lists_them(tmp_path):
+    outputs = ["--outputs", str(tmp_path)]
+    first = cli("reproduce", "all", "--preset", "smoke", *outputs)
+    assert first.returncode == 0, first.stderr
+    (run1,) = (tmp_path / "_template").iterdir()
+    before = digest(run1)
+    second = cli("reproduce", "_template", "--preset", "smoke", *outputs)
+    assert second.returncode == 0, second.stderr
+    run2 = next(d for d in (tmp_path / "_template").iterdir() if d != run1)
+    assert digest(run1) == before, "the first run was modified by the second"
+    # the one-line summary at the end, and the combined table
+    summary = [line for line in second.stdout.splitlines() if line.startswith("[_template] completed")]
+    assert len(summary) == 1 and str(run2) in summary[0] and "mlp mse_over_floor=" in summary[0]
+    assert "_template / fit" in second.stdout
+    assert len(list((tmp_path / "tables").glob("*/results.csv"))) == 2
+    runs = cli("runs", *outputs)
+    assert runs.returncode == 0 and run1.name in runs.stdout and run2.name in runs.stdout
+    assert "mlp:mse_over_floor" in runs.stdout and "completed" in runs.stdout
+    assert json.loads((run2 / "run.json").read_text())["status"] == "completed"
+
+
+def test_sync_finds_offline_runs_and_asks_for_a_key(tmp_path):
+    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")}
+    assert cli("sync", "--dry-run", "--outputs", str(tmp_path), env=env).stdout.startswith("nothing to sync")
+    made = cli("reproduce", "_template", "--preset", "smoke", "--outputs", str(tmp_path), env=env)
+    assert made.returncode == 0, made.stderr
+    (offline,) = tmp_path.glob("_template/*/wandb/offline-run-*")
+    dry = cli("sync", "--dry-run", "--outputs", str(tmp_path), env=env)
+    assert dry.returncode == 0 and f"would sync {offline}" in dry.stdout
+    real = cli("sync", "--outputs", str(tmp_path), env=env)
+    assert real.returncode == 2 and "no wandb API key configured" in real.stderr

@@ -1,0 +1,94 @@
+"""The repository's shape: the agreed top level, complete experiment folders, no cross-imports."""
+
+import subprocess
+import sys
+
+import pytest
+
+from shared.paths import EXPERIMENTS_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from shared.registry import discover
+
+from .helpers import foreign_imports
+
+TOP_LEVEL = {"experiments", "shared", "kernels", "notebooks", "env", "environment.yml", "tests", "README.md", "pyproject.toml", "Makefile", ".ci"}
+EXPERIMENTS = discover()
+
+
+def test_top_level_is_exactly_the_agreed_layout():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    top = {path.split("/")[0] for path in tracked} - {".gitignore"}
+    assert top == TOP_LEVEL
+
+
+def test_outputs_and_venv_are_ignored():
+    ignored = subprocess.run(["git", "check-ignore", "outputs/x", "wandb/x", ".venv/x"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    assert ignored == ["outputs/x", "wandb/x", ".venv/x"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_folder_is_complete(name):
+    experiment = EXPERIMENTS[name]
+    for required in ("README.md", "reproduce.py", "conf/config.yaml"):
+        assert (experiment.path / required).is_file(), f"experiments/{name}/{required} is missing"
+    assert "smoke" in experiment.spec.presets
+    for preset in experiment.spec.presets:
+        assert (experiment.conf_dir / "preset" / f"{preset}.yaml").is_file()
+    notebooks = list((NOTEBOOKS_DIR / name).glob("*.ipynb"))
+    assert notebooks, f"notebooks/{name}/ has no notebook"
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_table_row_has_its_config_and_nothing_else(name):
+    experiment = EXPERIMENTS[name]
+    declared = {f"{table}_{row}" for table, spec in experiment.spec.tables.items() for row in spec.rows}
+    files = {p.stem for p in (experiment.conf_dir / "experiment").glob("*.yaml")}
+    assert files == declared
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_no_experiment_imports_another(name):
+    root = EXPERIMENTS_DIR / name
+    for path in root.rglob("*.py"):
+        module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+        assert foreign_imports(path.read_text(), name, module) == [], path
+
+
+def test_foreign_import_check_catches_absolute_and_relative_imports():
+    assert foreign_imports("from experiments.other import model", "mine", "experiments.mine.train") == ["experiments.other"]
+    assert foreign_imports("import experiments.other.data", "mine", "experiments.mine.train") == ["experiments.other.data"]
+    assert foreign_imports("from ..other import data", "mine", "experiments.mine.train") == ["experiments.other"]
+    assert foreign_imports("from . import SPEC\nfrom .data import x", "mine", "experiments.mine.train") == []
+    assert foreign_imports("from ..data import x", "mine", "experiments.mine.tests.test_a") == []
+
+
+def test_shared_and_kernels_never_import_experiments():
+    for folder in ("shared", "kernels"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+            assert foreign_imports(path.read_text(), "", module) == [], path
+
+
+def _in_fresh_python(code: str, cwd) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd).stdout.strip()
+
+
+def test_import_is_light_no_torch_triton_gsplat_or_wandb(tmp_path):
+    heavy = _in_fresh_python(
+        "import sys, shared, kernels, experiments, shared.cli, shared.registry, shared.config, shared.results\n"
+        "shared.registry.discover()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'triton', 'gsplat', 'wandb'}))",
+        cwd=tmp_path,
+    )
+    assert heavy == "[]"
+
+
+def test_our_kernels_package_wins_and_transformers_does_not_take_it_for_hf_kernels(tmp_path):
+    out = _in_fresh_python(
+        "import kernels, shared, experiments\n"
+        "from transformers.utils import is_kernels_available\n"
+        "print(kernels.__file__); print(shared.__file__); print(experiments.__file__); print(is_kernels_available())",
+        cwd=tmp_path,  # not the repo root: resolution must come from the install, not the cwd
+    ).splitlines()
+    for path, package in zip(out[:3], ("kernels", "shared", "experiments")):
+        assert path == str(REPO_ROOT / package / "__init__.py")
+    assert out[3] == "False"

@@ -1,0 +1,76 @@
+"""Notebooks: pairs never drift, each has a parameters cell, and each runs at the smoke preset.
+
+Execution happens in memory (nothing is saved) with STREAMLAB_SMOKE=1 and a temporary outputs
+root; the committed results beside each notebook must come out untouched.
+"""
+
+import hashlib
+
+import jupytext
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from shared.paths import NOTEBOOKS_DIR
+from shared.registry import discover
+
+# Experiment notebooks first: compare_runs then has runs to compare.
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*/*.ipynb"), key=lambda p: (p.parent.name == "compare_runs", str(p)))
+SCRIPTS = sorted(NOTEBOOKS_DIR.glob("*/*.py"))
+
+
+def cells(notebook) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in notebook.cells]
+
+
+def drift(py_path) -> list[str]:
+    """Differences between a .py notebook and its .ipynb twin (empty when in step)."""
+    script = cells(jupytext.read(py_path))
+    notebook = cells(nbformat.read(py_path.with_suffix(".ipynb"), as_version=4))
+    problems = [f"{len(script)} cells in .py, {len(notebook)} in .ipynb"] if len(script) != len(notebook) else []
+    problems += [f"cell {i} differs" for i, (a, b) in enumerate(zip(script, notebook)) if a != b]
+    return problems
+
+
+def test_every_notebook_is_a_pair():
+    assert {p.with_suffix("") for p in NOTEBOOKS} == {p.with_suffix("") for p in SCRIPTS}
+
+
+def test_every_experiment_and_compare_runs_has_a_notebook():
+    folders = {p.parent.name for p in NOTEBOOKS}
+    assert set(discover()) | {"compare_runs"} <= folders
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.parent.name)
+def test_pair_has_not_drifted(script):
+    assert drift(script) == [], f"{script} and its .ipynb differ: run `make notebooks-sync`"
+
+
+def test_drift_check_catches_an_edit(tmp_path):
+    source = SCRIPTS[0]
+    copy = tmp_path / source.name
+    copy.write_text(source.read_text().replace("# %%", "# %%\nx = 'edited'", 1))
+    (tmp_path / source.with_suffix(".ipynb").name).write_bytes(source.with_suffix(".ipynb").read_bytes())
+    assert drift(copy) != []
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_notebook_has_a_parameters_cell_with_smoke_switch(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "SMOKE" in params[0].source
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_notebook_runs_at_smoke_preset(notebook, monkeypatch):
+    monkeypatch.setenv("STREAMLAB_SMOKE", "1")
+    before = digest(notebook.parent)
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == []
+    assert digest(notebook.parent) == before, "a smoke run changed committed files beside the notebook"

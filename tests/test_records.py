@@ -1,0 +1,154 @@
+"""Run directories, atomic writes, provenance, the metric log and the results table."""
+
+import hashlib
+import json
+import math
+import subprocess
+
+import pytest
+from omegaconf import OmegaConf
+
+from shared import logger as logger_module
+from shared import provenance
+from shared.errors import RunError
+from shared.io import atomic_path, atomic_write_text
+from shared.logger import read_metrics, resolve_wandb_mode
+from shared.results import COLUMNS, read_csv
+from shared.runs import RECORD_FILES, Run, list_runs, runs_table
+
+CFG = OmegaConf.create({"trainer": {"device": "cpu"}, "logger": {"wandb": {"mode": "disabled"}}, "x": 1})
+
+
+def digest(directory):
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_runs_in_the_same_second_never_share_a_directory(tmp_path):
+    first = Run.create("exp", "smoke", CFG, outputs=tmp_path)
+    with first:
+        first.add_results("t", "a", {"m": 1.5})
+    before = digest(first.dir)
+    second = Run.create("exp", "smoke", CFG, outputs=tmp_path)
+    with second:
+        second.add_results("t", "a", {"m": 2.5})
+    assert first.dir != second.dir and first.dir.parent == second.dir.parent
+    assert digest(first.dir) == before
+    for run in (first, second):
+        for name in RECORD_FILES:
+            assert (run.dir / name).is_file(), name
+    assert list_runs("exp", tmp_path) == [first.dir, second.dir]
+
+
+def test_run_records_status_results_and_summary(tmp_path):
+    with Run.create("exp", "cpu", CFG, outputs=tmp_path, overrides=["x=1"]) as run:
+        run.logger.log({"loss": 0.5}, step=10, scope="a")
+        run.add_results("t", "a", {"m": 0.25, "n": 3})
+    meta = json.loads((run.dir / "run.json").read_text())
+    assert meta["status"] == "completed" and meta["overrides"] == ["x=1"] and meta["preset"] == "cpu"
+    rows = read_csv(run.dir / "results.csv")
+    assert [r["metric"] for r in rows] == ["m", "n"] and rows[0]["value"] == 0.25
+    assert list(rows[0]) == list(COLUMNS)
+    assert rows[0]["git_sha"] == provenance.git_state()["sha"] and rows[0]["device"].startswith("cpu:")
+    records = read_metrics(run.dir / "metrics.jsonl")
+    assert records[0]["loss"] == 0.5 and records[0]["step"] == 10 and records[0]["scope"] == "a"
+    assert records[-1]["summary"] == {"m": 0.25, "n": 3}
+    assert OmegaConf.load(run.dir / "config.yaml").x == 1
+    line = run.summary_line({"t": "m"})
+    assert line.startswith("[exp] completed") and "a m=0.25" in line and str(run.dir) in line and "\n" not in line
+
+
+def test_failed_run_is_marked_failed_and_can_resume_but_a_completed_one_cannot(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with Run.create("exp", "cpu", CFG, outputs=tmp_path) as run:
+            run.add_results("t", "a", {"m": 1})
+            1 / 0
+    meta = json.loads((run.dir / "run.json").read_text())
+    assert meta["status"] == "failed" and "ZeroDivisionError" in meta["error"]
+    with Run.resume(run.dir) as resumed:
+        assert resumed.has_row("t", "a") and not resumed.has_row("t", "b")
+        resumed.add_results("t", "b", {"m": 2})
+    assert [r["row"] for r in read_csv(run.dir / "results.csv")] == ["a", "b"]
+    with pytest.raises(RunError, match="already completed"):
+        Run.resume(run.dir)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "results.csv"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half writ")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_read_metrics_skips_a_line_truncated_by_a_kill(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}]
+
+
+def test_provenance_of_a_dirty_tree_carries_its_diff(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    clean = provenance.git_state()
+    assert clean["dirty"] is False and clean["diff"] == "" and len(clean["sha"]) == 40
+    (tmp_path / "a.py").write_text("x = 2\n")
+    (tmp_path / "new.py").write_text("")
+    dirty = provenance.git_state()
+    assert dirty["dirty"] is True and dirty["sha"] == clean["sha"]
+    assert "+x = 2" in dirty["diff"] and dirty["untracked"] == ["new.py"]
+
+
+def test_provenance_records_packages_and_hardware():
+    record = provenance.collect(["cmd"])
+    assert record["packages"]["torch"].startswith("2.13.0")
+    assert record["hardware"]["torch"].startswith("2.13.0") and record["hardware"]["cuda_available"] in (True, False)
+    assert record["command"] == ["cmd"]
+
+
+@pytest.mark.parametrize(
+    "env,configured,key,expected",
+    [
+        ({}, None, False, "offline"),
+        ({}, None, True, "online"),
+        ({"WANDB_MODE": "online"}, None, False, "offline"),
+        ({"WANDB_MODE": "disabled"}, None, True, "disabled"),
+        ({"WANDB_MODE": "offline"}, "online", True, "offline"),
+        ({"WANDB_MODE": "online"}, "disabled", True, "disabled"),
+        ({}, "dryrun", True, "offline"),
+    ],
+)
+def test_wandb_mode_resolution(monkeypatch, env, configured, key, expected):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(logger_module, "wandb_api_key_configured", lambda: key)
+    assert resolve_wandb_mode(configured) == expected
+
+
+def test_tests_run_with_wandb_disabled(tmp_path):
+    with Run.create("exp", "cpu", OmegaConf.create({"trainer": {"device": "cpu"}}), outputs=tmp_path) as run:
+        assert run.logger.mode == "disabled"
+    assert not (run.dir / "wandb").exists()
+
+
+def test_runs_table_puts_headline_metrics_side_by_side(tmp_path):
+    from shared.registry import ExperimentSpec, Table
+
+    spec = ExperimentSpec("t", "p", "d", {"fit": Table("t", ("a", "b"), ("err", "time"), headline="err")})
+    for value in (1.0, 0.5):
+        with Run.create("exp", "cpu", CFG, outputs=tmp_path) as run:
+            run.add_results("fit", "a", {"err": value, "time": 9.0})
+            run.add_results("fit", "b", {"err": 2 * value, "time": 9.0})
+    table = runs_table("exp", tmp_path, {"exp": spec})
+    assert list(table["a:err"]) == [1.0, 0.5] and list(table["b:err"]) == [2.0, 1.0]
+    assert "a:time" not in table.columns and set(table.status) == {"completed"}
+    assert all(math.isfinite(v) for v in table["seconds"])
