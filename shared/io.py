@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +43,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_copy(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    with atomic_path(destination) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(destination)
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import RunError
-from .io import atomic_path, atomic_write_json
+from .io import atomic_copy, atomic_write_json
 
 
 def smoke() -> bool:
@@ -46,11 +45,9 @@ def publish(run, destination: str | os.PathLike) -> Path:
         raise RunError(f"run {run.dir} did not complete; nothing published")
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    with atomic_path(destination / "results.csv") as tmp:
-        shutil.copyfile(run.dir / "results.csv", tmp)
+    atomic_copy(run.dir / "results.csv", destination / "results.csv")
     for figure in sorted((run.dir / "figures").glob("*.png")):
-        with atomic_path(destination / figure.name) as tmp:
-            shutil.copyfile(figure, tmp)
+        atomic_copy(figure, destination / figure.name)
     meta, prov = run.meta, json.loads((run.dir / "provenance.json").read_text())
     atomic_write_json(
         destination / "provenance.json",

@@ -41,7 +41,7 @@ def load(paths: Iterable[str | os.PathLike]):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
 
 
-def pivot(df, metrics_order: Mapping[tuple[str, str], Iterable[str]] | None = None):
+def pivot(df):
     """Wide view: one line per (experiment, table, row), one column per metric, rows in run order."""
     wide = df.pivot_table(index=["experiment", "table", "row"], columns="metric", values="value", aggfunc="first", sort=False)
     wide.columns.name = None

@@ -6,7 +6,6 @@ This is what ``streamlab reproduce`` and the notebooks call; an experiment only 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import traceback
@@ -16,10 +15,10 @@ from pathlib import Path
 
 from . import config, registry, runtime
 from .errors import RunError, StreamlabError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_copy, atomic_write_json, atomic_write_text
 from .paths import outputs_root
 from .results import format_tables, load, to_csv
-from .runs import Run
+from .runs import Run, new_directory, timestamp
 
 
 def headlines(experiment: registry.Experiment) -> dict[str, str]:
@@ -74,7 +73,8 @@ def reproduce_many(
     """Reproduce several experiments ('all' = the default selection), then write one combined table.
 
     A failing experiment does not stop the others; the failures are returned by name. The combined
-    table goes to ``outputs/tables/<date-time>-<preset>/`` (results.csv, results.txt, runs.json).
+    table goes to ``outputs/tables/<date-time>-<preset>/`` (results.csv, results.txt, figures/,
+    runs.json linking each experiment's run directory).
     """
     if names == "all":
         selected = registry.default_selection()
@@ -96,24 +96,17 @@ def reproduce_many(
 
 
 def _write_combined(runs: list[Run], preset: str, outputs, specs) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    root = outputs_root(outputs) / "tables"
-    root.mkdir(parents=True, exist_ok=True)
-    directory, n = root / f"{stamp}-{preset}", 1
-    while True:
-        try:
-            directory.mkdir()
-            break
-        except FileExistsError:
-            n += 1
-            directory = root / f"{stamp}-{preset}-{n}"
+    directory = new_directory(outputs_root(outputs) / "tables", f"{timestamp()}-{preset}")
     records = [r for run in runs for r in run.results]
     atomic_write_text(directory / "results.csv", to_csv(records))
     text = format_tables(load([directory / "results.csv"]), specs)
     atomic_write_text(directory / "results.txt", text + "\n")
-    atomic_write_json(
-        directory / "runs.json",
-        [{"experiment": run.experiment, "dir": str(run.dir), "figures": sorted(str(p) for p in (run.dir / "figures").glob("*.png"))} for run in runs],
-    )
+    index = []
+    for run in runs:  # the figures travel with the table: the directory stands on its own
+        figures = []
+        for figure in sorted((run.dir / "figures").glob("*.png")):
+            figures.append(atomic_copy(figure, directory / "figures" / f"{run.experiment}-{figure.name}").name)
+        index.append({"experiment": run.experiment, "run": str(run.dir), "figures": figures})
+    atomic_write_json(directory / "runs.json", index)
     print("\n" + text + f"\n\ncombined table: {directory / 'results.csv'}", flush=True)
     return directory

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import provenance
+from . import provenance, runtime
 from .errors import RunError
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .logger import MetricLogger
@@ -37,18 +37,21 @@ from .results import COLUMNS, read_csv, to_csv
 RECORD_FILES = ("run.json", "config.yaml", "provenance.json", "metrics.jsonl", "results.csv")
 
 
-def _new_run_dir(root: Path, experiment: str, preset: str) -> Path:
-    parent = root / experiment
+def new_directory(parent: Path, stem: str) -> Path:
+    """Create ``parent/stem`` (or ``stem-2``, ``stem-3``, ...) with an exclusive mkdir: never an existing one."""
     parent.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
-        candidate = parent / (f"{stamp}-{preset}" if attempt == 1 else f"{stamp}-{preset}-{attempt}")
+        candidate = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
         try:
             candidate.mkdir()
             return candidate
         except FileExistsError:
             continue
-    raise RunError(f"could not create a new run directory under {parent}")
+    raise RunError(f"could not create a new directory {stem} under {parent}")
+
+
+def timestamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 class Run:
@@ -65,7 +68,7 @@ class Run:
         self._composer = composer
         self._records: list[dict] = read_csv(directory / "results.csv") if (directory / "results.csv").is_file() else []
         self._git = meta["git"]
-        self._device = provenance.device_name(cfg.get("trainer", {}).get("device", "cpu") if cfg is not None else "cpu")
+        self._device = provenance.device_name(runtime.resolve_device(str(cfg.get("trainer", {}).get("device", "auto"))))
         logger_cfg = cfg.get("logger", {}) if cfg is not None else {}
         wandb_cfg = logger_cfg.get("wandb", {}) or {}
         self.logger = MetricLogger(
@@ -93,7 +96,7 @@ class Run:
         outputs: str | os.PathLike | None = None,
         composer: Callable[..., DictConfig] | None = None,
     ) -> "Run":
-        directory = _new_run_dir(outputs_root(outputs), experiment, preset)
+        directory = new_directory(outputs_root(outputs) / experiment, f"{timestamp()}-{preset}")
         prov = provenance.collect()
         diff = prov.pop("git_diff")
         atomic_write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,11 @@ from pathlib import Path
 from shared.paths import REPO_ROOT
 
 STREAMLAB = str(Path(sys.executable).parent / "streamlab")
+
+
+def digest(directory: Path) -> dict[str, str]:
+    """sha256 of every file below ``directory``, by relative path: to prove nothing was touched."""
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -1,15 +1,12 @@
 """The `streamlab` command as a user meets it: list, reproduce twice, runs, sync, and bad input."""
 
-import hashlib
 import json
 
 import pytest
 
-from .helpers import cli
+from .helpers import cli, digest
 
 
-def digest(directory):
-    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_list_shows_registered_experiments():
@@ -53,7 +50,8 @@ def test_reproduce_twice_keeps_both_runs_and_runs_lists_them(tmp_path):
     summary = [line for line in second.stdout.splitlines() if line.startswith("[_template] completed")]
     assert len(summary) == 1 and str(run2) in summary[0] and "mlp mse_over_floor=" in summary[0]
     assert "_template / fit" in second.stdout
-    assert len(list((tmp_path / "tables").glob("*/results.csv"))) == 2
+    tables = sorted((tmp_path / "tables").iterdir())
+    assert len(tables) == 2 and all((t / "results.csv").is_file() and (t / "figures" / "_template-fit.png").is_file() for t in tables)
     runs = cli("runs", *outputs)
     assert runs.returncode == 0 and run1.name in runs.stdout and run2.name in runs.stdout
     assert "mlp:mse_over_floor" in runs.stdout and "completed" in runs.stdout

@@ -89,6 +89,6 @@ def test_our_kernels_package_wins_and_transformers_does_not_take_it_for_hf_kerne
         "print(kernels.__file__); print(shared.__file__); print(experiments.__file__); print(is_kernels_available())",
         cwd=tmp_path,  # not the repo root: resolution must come from the install, not the cwd
     ).splitlines()
-    for path, package in zip(out[:3], ("kernels", "shared", "experiments")):
+    for path, package in zip(out[:3], ("kernels", "shared", "experiments"), strict=True):
         assert path == str(REPO_ROOT / package / "__init__.py")
     assert out[3] == "False"

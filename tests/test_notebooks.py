@@ -4,7 +4,6 @@ Execution happens in memory (nothing is saved) with STREAMLAB_SMOKE=1 and a temp
 root; the committed results beside each notebook must come out untouched.
 """
 
-import hashlib
 
 import jupytext
 import nbformat
@@ -13,6 +12,8 @@ from nbclient import NotebookClient
 
 from shared.paths import NOTEBOOKS_DIR
 from shared.registry import discover
+
+from .helpers import digest
 
 # Experiment notebooks first: compare_runs then has runs to compare.
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*/*.ipynb"), key=lambda p: (p.parent.name == "compare_runs", str(p)))
@@ -28,7 +29,7 @@ def drift(py_path) -> list[str]:
     script = cells(jupytext.read(py_path))
     notebook = cells(nbformat.read(py_path.with_suffix(".ipynb"), as_version=4))
     problems = [f"{len(script)} cells in .py, {len(notebook)} in .ipynb"] if len(script) != len(notebook) else []
-    problems += [f"cell {i} differs" for i, (a, b) in enumerate(zip(script, notebook)) if a != b]
+    problems += [f"cell {i} differs" for i, (a, b) in enumerate(zip(script, notebook, strict=False)) if a != b]  # lengths checked above
     return problems
 
 
@@ -61,8 +62,6 @@ def test_notebook_has_a_parameters_cell_with_smoke_switch(notebook):
     assert len(params) == 1 and "SMOKE" in params[0].source
 
 
-def digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.parent.name)

@@ -1,6 +1,5 @@
 """Run directories, atomic writes, provenance, the metric log and the results table."""
 
-import hashlib
 import json
 import math
 import subprocess
@@ -16,11 +15,11 @@ from shared.logger import read_metrics, resolve_wandb_mode
 from shared.results import COLUMNS, read_csv
 from shared.runs import RECORD_FILES, Run, list_runs, runs_table
 
+from .helpers import digest
+
 CFG = OmegaConf.create({"trainer": {"device": "cpu"}, "logger": {"wandb": {"mode": "disabled"}}, "x": 1})
 
 
-def digest(directory):
-    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_runs_in_the_same_second_never_share_a_directory(tmp_path):
@@ -61,7 +60,7 @@ def test_failed_run_is_marked_failed_and_can_resume_but_a_completed_one_cannot(t
     with pytest.raises(ZeroDivisionError):
         with Run.create("exp", "cpu", CFG, outputs=tmp_path) as run:
             run.add_results("t", "a", {"m": 1})
-            1 / 0
+            raise ZeroDivisionError("a bug mid-run")
     meta = json.loads((run.dir / "run.json").read_text())
     assert meta["status"] == "failed" and "ZeroDivisionError" in meta["error"]
     with Run.resume(run.dir) as resumed:

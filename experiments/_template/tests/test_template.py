@@ -78,3 +78,13 @@ def test_every_row_config_selects_its_model():
     for row in EXPERIMENT.spec.tables["fit"].rows:
         cfg = config.compose(EXPERIMENT, "smoke", row=("fit", row))
         assert cfg.model.kind == row and cfg.row.name == row
+
+
+@pytest.mark.slow
+def test_paper_preset_reaches_the_noise_floor(tmp_path):
+    """Full scale (minutes on a CPU): the MLP gets within 10% of the Bayes-optimal error."""
+    from shared.runner import reproduce
+
+    run = reproduce(NAME, "paper", outputs=tmp_path)
+    floor = {r["row"]: r["value"] for r in run.results if r["metric"] == "mse_over_floor"}
+    assert 0.9 < floor["mlp"] < 1.1, floor
