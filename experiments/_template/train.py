@@ -89,7 +89,7 @@ def train(cfg: DictConfig, run: Run | None = None, scope: str = "fit") -> dict[s
         if run is not None and (done % cfg.trainer.log_every == 0 or done == steps):
             test = mse(model, x_test, y_test)
             run.logger.log({"train_loss": loss.item(), "test_mse": test, "lr": opt.param_groups[0]["lr"]}, step=done, scope=scope)
-            bar.set_postfix(test_mse=f"{test:.4f}")
+            bar.set_postfix(test_mse=f"{test:.4f}", refresh=False)  # redraw at tqdm's own pace
         if checkpoint is not None and (done % cfg.trainer.checkpoint_every == 0 or done == steps):
             seconds = seconds_before + time.perf_counter() - t0
             run.save_checkpoint(scope, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done, "seconds": seconds})
