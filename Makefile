@@ -27,8 +27,9 @@ test-gpu: setup
 test-slow: setup
 	$(VENV)/bin/python -m pytest -m slow $(PYTEST_ARGS)
 
+# --allow-root only where we are root (containers, our CI machines); Jupyter refuses root otherwise.
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 runs: setup
 	$(STREAMLAB) runs
