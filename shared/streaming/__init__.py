@@ -1,0 +1,30 @@
+"""The streaming-attention core every experiment reuses.
+
+- ``masks``     declarative masks over *stream positions* (causal, sliding window, sinks,
+                block-causal, frame windows), each giving a dense boolean mask and a FlexAttention
+                BlockMask from the same definition
+- ``attention`` ``attend(q, k, v, mask=..., backend="auto")``: reference / sdpa / flex / triton
+- ``rope``      rotary embeddings applied at attention time (keys are cached before RoPE)
+- ``cache``     ``KVCache``: a fixed-capacity slot table (pre-RoPE keys, values, position, frame,
+                pinned, score) driven by composable policies (``policies``)
+
+Conventions, stated once:
+- Shapes: q ``[B, H, Tq, D]``, k/v ``[B, Hkv, Tk, D]`` with ``H % Hkv == 0`` (grouped-query heads).
+- A window ``W`` in a *mask* counts the query itself: a query at position q sees keys k with
+  ``q - W < k <= q``. A *policy's* budget counts cached entries kept before new tokens arrive
+  (StreamingLLM's "cache size S": the current token then sees S + 1 keys). ``policy.mask()``
+  converts one into the other.
+- Empty slots of a fixed-capacity cache carry position -1 and are never visible.
+"""
+
+from .attention import BACKENDS, AttentionResult, attend, choose_backend
+from .cache import CacheBudgetError, KVCache
+from .masks import BlockCausal, Causal, FrameWindow, MaskSpec, SinkWindow, SlidingWindow, block_mask, dense_mask
+from .policies import Chain, DeepSink, FrameSink, Full, ParticipativeCompression, Ring, SinkWindowPolicy
+from .rope import Rope
+
+__all__ = [
+    "BACKENDS", "AttentionResult", "attend", "choose_backend", "CacheBudgetError", "KVCache",
+    "BlockCausal", "Causal", "FrameWindow", "MaskSpec", "SinkWindow", "SlidingWindow", "block_mask", "dense_mask",
+    "Chain", "DeepSink", "FrameSink", "Full", "ParticipativeCompression", "Ring", "SinkWindowPolicy", "Rope",
+]

@@ -1,0 +1,173 @@
+"""``KVCache``: a fixed-capacity slot table for one attention layer, driven by a policy.
+
+Storage never grows or reallocates inside a stream (shapes stay fixed for compiled graphs and
+CUDA graphs); memory is bounded by ``policy.budget + max_chunk`` slots however long the stream.
+
+    k, v      [B, Hkv, capacity, D]   keys stored *before* RoPE, values
+    pos       [capacity]              stream position of each slot (-1 = empty)
+    frame     [capacity]              frame / chunk id (pos // tokens_per_frame by default)
+    pinned    [capacity]              sinks: never evicted by budgeted selection
+    score     [capacity]              accumulated attention mass (ParticipativeCompression)
+
+One step of a stream: ``view = cache.update(k_new, v_new)`` evicts by policy, appends the new
+slots and returns the pre-RoPE keys, values and positions to attend over; ``cache.rope_positions``
+(or ``cache.attend``) applies the policy's RoPE rule. Compacting policies keep slots in stream
+order; the ring policy writes in place and keeps positions per slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .attention import attend as attend_fn
+from .policies import Policy, SlotMeta
+from .rope import Rope
+
+
+class CacheBudgetError(ValueError):
+    """A step asked the cache for more slots than its budget allows."""
+
+
+@dataclass
+class CacheView:
+    k: torch.Tensor  # [B, Hkv, N, D], pre-RoPE
+    v: torch.Tensor  # [B, Hkv, N, Dv]
+    kv_pos: torch.Tensor  # [N] stream positions
+    q_pos: torch.Tensor  # [m] stream positions of the tokens just appended
+
+
+class KVCache:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        batch: int,
+        kv_heads: int,
+        head_dim: int,
+        max_chunk: int = 1,
+        value_dim: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        if max_chunk < 1:
+            raise ValueError(f"max_chunk must be at least 1, got {max_chunk}")
+        self.policy = policy
+        self.ring = getattr(policy, "ring", False)
+        self.tokens_per_frame = getattr(policy, "tokens_per_frame", 1)
+        self.max_chunk = max_chunk
+        self.capacity = policy.budget + max_chunk
+        shape = (batch, kv_heads, self.capacity)
+        self.k = torch.zeros(*shape, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros(*shape, value_dim or head_dim, dtype=dtype, device=device)
+        self.pos = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
+        self.frame = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
+        self.pinned = torch.zeros(self.capacity, dtype=torch.bool, device=device)
+        self.score = torch.zeros(self.capacity, dtype=torch.float32, device=device)
+        self.length = 0  # compacting layout: slots [0, length) are filled
+        self.next_pos = 0  # stream position of the next token
+
+    def __len__(self) -> int:
+        return int((self.pos >= 0).sum()) if self.ring else self.length
+
+    def _meta(self) -> SlotMeta:
+        n = self.length
+        return SlotMeta(self.pos[:n], self.frame[:n], self.pinned[:n], self.score[:n])
+
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, frame: torch.Tensor | None = None) -> CacheView:
+        """Evict by policy, append ``k_new``/``v_new`` ``[B, Hkv, m, D]`` (pre-RoPE), return the view."""
+        m = k_new.shape[2]
+        if k_new.shape[:2] != self.k.shape[:2] or k_new.shape[3] != self.k.shape[3] or v_new.shape[:3] != k_new.shape[:3]:
+            raise ValueError(f"new keys {tuple(k_new.shape)} / values {tuple(v_new.shape)} do not fit a cache of {tuple(self.k.shape)}")
+        if m > self.max_chunk:
+            raise CacheBudgetError(
+                f"a chunk of {m} tokens exceeds this cache's max_chunk={self.max_chunk} "
+                f"(capacity {self.capacity} = budget {self.policy.budget} + max_chunk); build the cache with max_chunk >= {m}"
+            )
+        device = self.pos.device
+        new_pos = self.next_pos + torch.arange(m, device=device)
+        new_frame = torch.div(new_pos, self.tokens_per_frame, rounding_mode="floor") if frame is None else frame.to(device)
+        if self.ring:
+            slots = self.policy.slots(new_pos, self.capacity)
+        else:
+            keep = self.policy.select(self._meta(), m)
+            n_keep = len(keep)
+            if n_keep + m > self.capacity:
+                raise CacheBudgetError(
+                    f"{type(self.policy).__name__} keeps {n_keep} slots and {m} arrive, over the capacity {self.capacity}; "
+                    f"the stream is longer than the policy's budget ({self.policy.budget}) allows"
+                )
+            if n_keep < self.length or not torch.equal(keep, torch.arange(n_keep, device=device)):
+                for buf in (self.k, self.v):  # gather first, then write: overlapping moves are safe
+                    buf[:, :, :n_keep] = buf[:, :, keep]
+                for buf in (self.pos, self.frame, self.pinned, self.score):
+                    buf[:n_keep] = buf[keep]
+                for buf, empty in ((self.pos, -1), (self.frame, -1), (self.pinned, False), (self.score, 0.0)):
+                    buf[n_keep:] = empty
+            slots = torch.arange(n_keep, n_keep + m, device=device)
+            self.length = n_keep + m
+        self.k[:, :, slots] = k_new.to(self.k.dtype)
+        self.v[:, :, slots] = v_new.to(self.v.dtype)
+        self.pos[slots] = new_pos
+        self.frame[slots] = new_frame
+        self.pinned[slots] = self.policy.pinned(new_pos, new_frame)
+        self.score[slots] = 0.0
+        self.next_pos += m
+        return self.view(new_pos)
+
+    def view(self, q_pos: torch.Tensor) -> CacheView:
+        n = self.capacity if self.ring else self.length
+        return CacheView(self.k[:, :, :n], self.v[:, :, :n], self.pos[:n], q_pos)
+
+    def rope_positions(self, view: CacheView) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions RoPE uses for the view's keys and queries, by the policy's rule."""
+        meta = SlotMeta(view.kv_pos, self.frame[: len(view.kv_pos)], self.pinned[: len(view.kv_pos)], self.score[: len(view.kv_pos)])
+        valid = view.kv_pos >= 0
+        if valid.all():
+            return self.policy.rope_positions(view.kv_pos, view.q_pos, meta)
+        # ring with empty slots: number only the filled ones; empty slots are masked anyway
+        kv_rope = torch.zeros_like(view.kv_pos)
+        sub = SlotMeta(view.kv_pos[valid], meta.frame[valid], meta.pinned[valid], meta.score[valid])
+        kv_rope[valid], q_rope = self.policy.rope_positions(view.kv_pos[valid], view.q_pos, sub)
+        return kv_rope, q_rope
+
+    def attend(self, q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, rope: Rope | None = None, **attend_kwargs) -> torch.Tensor:
+        """One streaming step: update with the new (pre-RoPE) keys, rotate by the policy's positions,
+        and attend the new queries ``[B, H, m, D]`` under the policy's mask."""
+        view = self.update(k_new, v_new)
+        k = view.k
+        if rope is not None:
+            kv_rope, q_rope = self.rope_positions(view)
+            q, k = rope.apply(q, q_rope), rope.apply(k, kv_rope)
+        mask = attend_kwargs.pop("mask", self.policy.mask())
+        return attend_fn(q, k, view.v, mask, q_pos=view.q_pos, kv_pos=view.kv_pos, **attend_kwargs)
+
+    @torch.no_grad()
+    def score_with(self, queries: torch.Tensor, rope: Rope | None = None, scale: float | None = None) -> None:
+        """Add the attention mass that ``queries`` ``[B, H, r, D]`` (e.g. the recent frames' queries)
+        give each filled slot to ``score`` (summed over batch, heads and queries)."""
+        view = self.view(self.pos[: self.length][-queries.shape[2]:] if self.length else self.pos[:0])
+        k = view.k
+        if rope is not None:
+            kv_rope, q_rope = self.rope_positions(view)
+            queries, k = rope.apply(queries, q_rope), rope.apply(k, kv_rope)
+        res = attend_fn(queries, k, view.v, None, q_pos=view.q_pos, kv_pos=view.kv_pos, backend="reference", return_lse=True, return_info=True)
+        group = queries.shape[1] // k.shape[1]
+        logits = (queries.float() @ k.float().repeat_interleave(group, dim=1).transpose(-1, -2)) * (scale or queries.shape[-1] ** -0.5)
+        mass = torch.exp(logits - res.lse[..., None].float())
+        self.score[: len(view.kv_pos)] += mass.sum(dim=(0, 1, 2))
+
+    def recache(self, recompute: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """LongLive's KV re-cache on a prompt switch: recompute keys and values of every kept slot,
+        sinks included, with ``recompute(pos, frame) -> (k, v)`` under the new condition.
+
+        Sinks are refilled, never left zeroed (LongLive issue #20: zeroed sink slots corrupted the
+        cache for good)."""
+        n = self.capacity if self.ring else self.length
+        filled = torch.nonzero(self.pos[:n] >= 0).flatten()
+        k, v = recompute(self.pos[filled], self.frame[filled])
+        self.k[:, :, filled] = k.to(self.k.dtype)
+        self.v[:, :, filled] = v.to(self.v.dtype)
+        self.score[filled] = 0.0

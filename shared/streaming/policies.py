@@ -1,0 +1,290 @@
+"""KV-cache policies: which slots survive, and which RoPE positions they carry.
+
+A policy is a small frozen dataclass; ``KVCache`` asks it three things:
+
+- ``select(meta, incoming)``: the sorted indices of the filled slots to keep before ``incoming``
+  new slots are appended (a pure function of positions, frames, pins and scores);
+- ``rope_positions(kv_pos, q_pos)``: the positions RoPE uses for the kept keys and the new queries
+  (stream positions, or positions inside the cache as StreamingLLM prescribes);
+- ``mask()``: the equivalent static mask over stream positions, so that streaming through the
+  cache equals one offline ``attend`` with that mask (the tests check exactly this).
+
+``budget`` counts the entries kept before new tokens arrive (StreamingLLM's cache size S).
+Policies compose: ``Chain(DeepSink(...), ParticipativeCompression(...))`` applies each selection to
+what the previous one kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import masks
+
+
+@dataclass
+class SlotMeta:
+    """Metadata of the filled slots, in slot order: positions, frames, pins, scores ``[S]``."""
+
+    pos: torch.Tensor
+    frame: torch.Tensor
+    pinned: torch.Tensor
+    score: torch.Tensor
+
+    def subset(self, idx: torch.Tensor) -> "SlotMeta":
+        return SlotMeta(self.pos[idx], self.frame[idx], self.pinned[idx], self.score[idx])
+
+
+def _sorted(idx: torch.Tensor, meta: SlotMeta) -> torch.Tensor:
+    return idx[torch.argsort(meta.pos[idx], stable=True)]
+
+
+class Policy:
+    """Base of all policies. Optional attributes a policy may define (read with defaults by the cache):
+    ``reposition`` ("absolute" | "cache"), ``tokens_per_frame`` (1), ``ring`` (False)."""
+
+    budget: int
+
+    def select(self, meta: SlotMeta, incoming: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pinned(self, pos: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """Which new slots are sinks (never evicted by budgeted selection)."""
+        return torch.zeros_like(pos, dtype=torch.bool)
+
+    def rope_positions(self, kv_pos: torch.Tensor, q_pos: torch.Tensor, meta: SlotMeta) -> tuple[torch.Tensor, torch.Tensor]:
+        if getattr(self, "reposition", "absolute") == "cache":
+            # StreamingLLM §3.2: keys numbered by their place in the cache, in stream order;
+            # new queries continue that numbering.
+            order = torch.argsort(torch.argsort(kv_pos))
+            n_old = int((kv_pos < q_pos.min()).sum()) if len(q_pos) else len(kv_pos)
+            return order, n_old + torch.arange(len(q_pos), device=q_pos.device)
+        return kv_pos, q_pos
+
+    def mask(self) -> masks.MaskSpec:
+        raise NotImplementedError
+
+
+def _check_reposition(value: str) -> None:
+    if value not in ("absolute", "cache"):
+        raise ValueError(f"reposition must be 'absolute' or 'cache', got {value!r}")
+
+
+@dataclass(frozen=True)
+class Full(Policy):
+    """Dense attention: keep everything, up to ``max_tokens`` (then the cache refuses)."""
+
+    max_tokens: int
+
+    @property
+    def budget(self) -> int:
+        return self.max_tokens
+
+    def select(self, meta, incoming):
+        return torch.arange(len(meta.pos), device=meta.pos.device)
+
+    def mask(self):
+        return masks.Causal()
+
+
+@dataclass(frozen=True)
+class SinkWindowPolicy(Policy):
+    """StreamingLLM: keep ``sinks`` first tokens plus the most recent, ``budget`` entries in all.
+
+    ``SinkWindowPolicy(0, S)`` is plain window attention. ``reposition="cache"`` gives keys the
+    positions 0..N-1 of their place in the cache (the paper's rule); ``"absolute"`` keeps stream
+    positions.
+    """
+
+    sinks: int
+    budget: int
+    reposition: str = "cache"
+
+    def __post_init__(self):
+        _check_reposition(self.reposition)
+        if not 0 <= self.sinks < self.budget:
+            raise ValueError(f"need 0 <= sinks < budget, got sinks={self.sinks}, budget={self.budget}")
+
+    def pinned(self, pos, frame):
+        return pos < self.sinks
+
+    def select(self, meta, incoming):
+        n = len(meta.pos)
+        if n <= self.budget:
+            return torch.arange(n, device=meta.pos.device)
+        order = torch.argsort(meta.pos, stable=True)
+        sink = order[meta.pinned[order]][: self.sinks]
+        rest = order[~meta.pinned[order]]
+        recent = rest[len(rest) - (self.budget - len(sink)) :]
+        return _sorted(torch.cat([sink, recent]), meta)
+
+    def mask(self):
+        return masks.SinkWindow(self.sinks, self.budget - self.sinks + 1)
+
+
+@dataclass(frozen=True)
+class Ring(Policy):
+    """Rolling ring buffer (Self-Forcing, StreamDiffusionV2): ``sinks`` fixed slots, then new tokens
+    overwrite the oldest non-sink slot in place: no data movement, positions stored per slot.
+
+    ``budget`` = sinks + ring length. Attention over the ring equals ``SinkWindow`` with absolute
+    positions; this is the layout the Triton decode kernel reads.
+    """
+
+    sinks: int
+    budget: int
+    reposition: str = "absolute"
+    ring: bool = True
+
+    def __post_init__(self):
+        _check_reposition(self.reposition)
+        if not 0 <= self.sinks < self.budget:
+            raise ValueError(f"need 0 <= sinks < budget, got sinks={self.sinks}, budget={self.budget}")
+
+    @property
+    def window(self) -> int:
+        return self.budget - self.sinks
+
+    def slots(self, pos: torch.Tensor, capacity: int) -> torch.Tensor:
+        """Slot index of each stream position: sinks in place, then round a ring of ``capacity - sinks``
+        slots (the cache sizes it ``window + max_chunk``, so a whole chunk fits beside the window)."""
+        return torch.where(pos < self.sinks, pos, self.sinks + (pos - self.sinks) % (capacity - self.sinks))
+
+    def pinned(self, pos, frame):
+        return pos < self.sinks
+
+    def select(self, meta, incoming):  # the ring never compacts
+        return torch.arange(len(meta.pos), device=meta.pos.device)
+
+    def mask(self):
+        return masks.SinkWindow(self.sinks, self.window + 1)
+
+
+@dataclass(frozen=True)
+class FrameSink(Policy):
+    """LongLive: evict whole frames only; the first ``sink_frames`` frames are pinned; keep the
+    ``window_frames - 1`` most recent frames besides the incoming one (the window counts it)."""
+
+    tokens_per_frame: int
+    sink_frames: int
+    window_frames: int
+
+    def __post_init__(self):
+        if self.tokens_per_frame < 1 or self.sink_frames < 0 or self.window_frames < 1:
+            raise ValueError(f"invalid {self}")
+
+    @property
+    def budget(self) -> int:
+        return (self.sink_frames + self.window_frames - 1) * self.tokens_per_frame
+
+    def pinned(self, pos, frame):
+        return frame < self.sink_frames
+
+    def _keep_frames(self, meta) -> torch.Tensor:
+        frames = torch.unique(meta.frame)
+        sinks = frames[frames < self.sink_frames]
+        others = frames[frames >= self.sink_frames]
+        recent = others[max(0, len(others) - (self.window_frames - 1)) :]
+        return torch.cat([sinks, recent])
+
+    def select(self, meta, incoming):
+        keep = torch.isin(meta.frame, self._keep_frames(meta))
+        return _sorted(torch.nonzero(keep).flatten(), meta)
+
+    def mask(self):
+        return masks.FrameWindow(self.tokens_per_frame, self.window_frames, self.sink_frames)
+
+
+@dataclass(frozen=True)
+class DeepSink(FrameSink):
+    """Deep Forcing's deep sink: FrameSink with many sink frames (about half the window) whose
+    *temporal* RoPE positions are re-aligned to sit just before the oldest kept window frame.
+
+    Positions stay token positions (frame * tokens_per_frame + offset inside the frame), so a 3D
+    RoPE reads the temporal index as ``pos // tokens_per_frame`` and the spatial offset unchanged.
+    """
+
+    def rope_positions(self, kv_pos, q_pos, meta):
+        frame = torch.div(kv_pos, self.tokens_per_frame, rounding_mode="floor")
+        is_sink = frame < self.sink_frames
+        window_frames = frame[~is_sink]
+        if len(window_frames) == 0:
+            return kv_pos, q_pos
+        shift = (int(window_frames.min()) - self.sink_frames) * self.tokens_per_frame
+        return torch.where(is_sink, kv_pos + shift, kv_pos), q_pos
+
+
+@dataclass(frozen=True)
+class ParticipativeCompression(Policy):
+    """Deep Forcing's participative compression: when the cache is over ``budget_frames``, keep the
+    sink frames, the ``recent_frames`` newest frames, and the candidate frames that received the
+    most attention (``KVCache.score_with`` accumulates it) up to the budget; frames stay whole."""
+
+    tokens_per_frame: int
+    budget_frames: int
+    recent_frames: int
+    sink_frames: int = 0
+
+    def __post_init__(self):
+        if self.sink_frames + self.recent_frames > self.budget_frames:
+            raise ValueError(f"sink_frames + recent_frames must fit in budget_frames: {self}")
+
+    @property
+    def budget(self) -> int:
+        return self.budget_frames * self.tokens_per_frame
+
+    def pinned(self, pos, frame):
+        return frame < self.sink_frames
+
+    def select(self, meta, incoming):
+        frames = torch.unique(meta.frame)
+        if len(frames) <= self.budget_frames:
+            return torch.arange(len(meta.pos), device=meta.pos.device)
+        sinks = frames[frames < self.sink_frames]
+        others = frames[frames >= self.sink_frames]
+        recent = others[len(others) - self.recent_frames :] if self.recent_frames else others[:0]
+        candidates = others[: len(others) - self.recent_frames]
+        mass = torch.stack([meta.score[meta.frame == f].sum() for f in candidates]) if len(candidates) else torch.zeros(0)
+        n_keep = self.budget_frames - len(sinks) - len(recent)
+        # top-C by mass; ties go to the newer frame (deterministic)
+        order = sorted(range(len(candidates)), key=lambda i: (-float(mass[i]), -int(candidates[i])))
+        chosen = candidates[torch.tensor(order[:n_keep], dtype=torch.long)] if n_keep > 0 else candidates[:0]
+        keep = torch.isin(meta.frame, torch.cat([sinks, chosen, recent]))
+        return _sorted(torch.nonzero(keep).flatten(), meta)
+
+    def mask(self):
+        raise NotImplementedError("participative compression depends on attention scores; it has no static mask")
+
+
+@dataclass(frozen=True)
+class Chain(Policy):
+    """Apply ``first``'s selection, then ``second``'s on what survived. RoPE and pins follow ``first``."""
+
+    first: Policy
+    second: Policy
+
+    @property
+    def budget(self) -> int:
+        return min(self.first.budget, self.second.budget)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.first.tokens_per_frame
+
+    @property
+    def reposition(self) -> str:
+        return self.first.reposition
+
+    def pinned(self, pos, frame):
+        return self.first.pinned(pos, frame) | self.second.pinned(pos, frame)
+
+    def select(self, meta, incoming):
+        kept = self.first.select(meta, incoming)
+        return kept[self.second.select(meta.subset(kept), incoming)]
+
+    def rope_positions(self, kv_pos, q_pos, meta):
+        return self.first.rope_positions(kv_pos, q_pos, meta)
+
+    def mask(self):
+        return self.first.mask() & self.second.mask()

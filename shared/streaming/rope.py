@@ -1,0 +1,43 @@
+"""Rotary position embeddings, applied at attention time.
+
+Keys are cached *before* rotation and rotated by whatever positions the cache policy assigns
+(stream positions, or positions inside the cache as StreamingLLM prescribes). Rotating once from
+the stored raw key is exact; re-rotating already-rotated keys step by step in bf16 drifts badly
+(see the handbook's streaming-core brief, section 6).
+
+Layout: the "rotate half" convention of Llama / transformers (pairs are (i, i + D/2)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Rope:
+    head_dim: int
+    theta: float = 10000.0
+
+    def inv_freq(self, device=None) -> torch.Tensor:
+        return 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=device) / self.head_dim))
+
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of shape ``[T, D]`` for integer ``positions`` ``[T]``, computed in float64."""
+        angles = positions.to(torch.float64)[:, None] * self.inv_freq(positions.device)[None, :]
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
+
+    def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``[..., T, D]`` by ``positions`` ``[T]``; the rotation runs in float32 or better."""
+        if x.shape[-1] != self.head_dim:
+            raise ValueError(f"RoPE built for head_dim {self.head_dim}, got tensors with last dim {x.shape[-1]}")
+        if positions.shape[-1] != x.shape[-2]:
+            raise ValueError(f"{positions.shape[-1]} positions for {x.shape[-2]} tokens")
+        work = torch.promote_types(x.dtype, torch.float32)
+        cos, sin = (t.to(work) for t in self.cos_sin(positions))
+        xw = x.to(work)
+        half = self.head_dim // 2
+        rotated = torch.cat([-xw[..., half:], xw[..., :half]], dim=-1)
+        return (xw * cos + rotated * sin).to(x.dtype)

@@ -1,0 +1,196 @@
+"""KV cache and policies: streaming equals offline attention, invariants, RoPE, bounded memory."""
+
+import pytest
+import torch
+
+from shared.streaming import (
+    CacheBudgetError, Chain, DeepSink, FrameSink, Full, KVCache, ParticipativeCompression, Ring, Rope, SinkWindowPolicy, attend,
+)
+from shared.streaming.policies import SlotMeta
+
+B, H, HKV, D = 2, 4, 2, 16
+ROPE = Rope(D, theta=10000.0)
+
+
+def qkv(t, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(B, heads, t, D, generator=g, dtype=torch.float64).to(dtype) for heads in (H, HKV, HKV))
+
+
+def stream(policy, q, k, v, chunk, rope=ROPE, **cache_kwargs):
+    cache = KVCache(policy, batch=B, kv_heads=HKV, head_dim=D, max_chunk=chunk, dtype=k.dtype, **cache_kwargs)
+    outs = [cache.attend(q[:, :, s : s + chunk], k[:, :, s : s + chunk], v[:, :, s : s + chunk], rope=rope, backend="reference") for s in range(0, q.shape[2], chunk)]
+    return torch.cat(outs, dim=2), cache
+
+
+def offline(mask, q, k, v, rope=ROPE):
+    pos = torch.arange(q.shape[2])
+    return attend(rope.apply(q, pos), rope.apply(k, pos), v, mask, backend="reference")
+
+
+@pytest.mark.parametrize(
+    "policy,chunk",
+    [
+        (Full(max_tokens=64), 5),
+        (SinkWindowPolicy(4, 12, reposition="absolute"), 1),
+        (SinkWindowPolicy(4, 12, reposition="absolute"), 3),
+        (SinkWindowPolicy(0, 9, reposition="absolute"), 4),
+        (Ring(4, 12), 1),
+        (Ring(2, 7), 5),
+        (FrameSink(tokens_per_frame=3, sink_frames=1, window_frames=3), 3),
+        (FrameSink(tokens_per_frame=4, sink_frames=0, window_frames=2), 4),
+    ],
+    ids=repr,
+)
+def test_streaming_equals_offline_attention_with_the_equivalent_mask(policy, chunk):
+    q, k, v = qkv(45, seed=chunk)
+    got, cache = stream(policy, q, k, v, chunk)
+    assert torch.allclose(got, offline(policy.mask(), q, k, v), atol=1e-12)
+    assert len(cache) <= cache.capacity
+
+
+def test_in_cache_positions_equal_absolute_without_sinks_and_differ_with_them():
+    q, k, v = qkv(40, seed=3)
+    window_cache, _ = stream(SinkWindowPolicy(0, 8, reposition="cache"), q, k, v, 1)
+    window_abs, _ = stream(SinkWindowPolicy(0, 8, reposition="absolute"), q, k, v, 1)
+    assert torch.allclose(window_cache, window_abs, atol=1e-12)  # RoPE is relative
+    sink_cache, _ = stream(SinkWindowPolicy(4, 12, reposition="cache"), q, k, v, 1)
+    sink_abs, _ = stream(SinkWindowPolicy(4, 12, reposition="absolute"), q, k, v, 1)
+    assert (sink_cache - sink_abs).abs().max() > 1e-3  # sinks moved next to the window
+    assert torch.allclose(sink_cache[:, :, :13], sink_abs[:, :, :13], atol=1e-12)  # identical until the first eviction
+
+
+def test_paper_example_positions_inside_the_cache():
+    """StreamingLLM §3.2: cache [0, 1, 2, 3, 6, 7, 8] while decoding token 9 uses positions [0 … 7]."""
+    policy = SinkWindowPolicy(4, 7, reposition="cache")
+    cache = KVCache(policy, batch=1, kv_heads=1, head_dim=2)
+    for _ in range(10):
+        view = cache.update(torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2))
+    assert view.kv_pos.tolist() == [0, 1, 2, 3, 6, 7, 8, 9]
+    kv_rope, q_rope = cache.rope_positions(view)
+    assert kv_rope.tolist() == list(range(8)) and q_rope.tolist() == [7]
+
+
+def test_sinks_survive_and_capacity_holds_over_a_100k_token_stream():
+    policy = SinkWindowPolicy(4, 60, reposition="cache")
+    cache = KVCache(policy, batch=1, kv_heads=1, head_dim=4, max_chunk=16)
+    storage = (cache.k.data_ptr(), cache.v.data_ptr(), cache.k.shape)
+    chunk = torch.ones(1, 1, 16, 4)
+    for _ in range(100_000 // 16):
+        view = cache.update(chunk, chunk)
+        assert len(view.kv_pos) <= cache.capacity == 76
+    assert cache.next_pos == 100_000
+    assert view.kv_pos[:4].tolist() == [0, 1, 2, 3] and view.kv_pos[-1].item() == 99_999
+    assert view.kv_pos[4:].tolist() == list(range(100_000 - 72, 100_000))  # 56 recent + the 16 new
+    kv_rope, q_rope = cache.rope_positions(view)
+    assert int(kv_rope.max()) < cache.capacity and int(q_rope.max()) < cache.capacity  # bounded RoPE positions
+    assert (cache.k.data_ptr(), cache.v.data_ptr(), cache.k.shape) == storage  # no reallocation, ever
+
+
+def test_ring_writes_in_place_and_keeps_positions_per_slot():
+    policy = Ring(2, 6)
+    cache = KVCache(policy, batch=1, kv_heads=1, head_dim=1, max_chunk=1)
+    for t in range(20):
+        cache.update(torch.full((1, 1, 1, 1), float(t)), torch.zeros(1, 1, 1, 1))
+    assert sorted(cache.pos.tolist()) == [0, 1, 15, 16, 17, 18, 19]  # 2 sinks + 4 recent + the current token
+    assert torch.equal(cache.k.flatten().long(), cache.pos)  # each slot holds its own token
+
+
+def test_frame_sink_evicts_whole_frames_and_pins_sinks():
+    policy = FrameSink(tokens_per_frame=3, sink_frames=2, window_frames=3)
+    cache = KVCache(policy, batch=1, kv_heads=1, head_dim=1, max_chunk=3)
+    for _ in range(12):
+        view = cache.update(torch.zeros(1, 1, 3, 1), torch.zeros(1, 1, 3, 1))
+        frames = cache.frame[: cache.length]
+        for f in frames.unique():
+            assert int((frames == f).sum()) == 3  # never a partial frame
+    assert sorted(cache.frame[: cache.length].unique().tolist()) == [0, 1, 9, 10, 11]
+    assert cache.pinned[: cache.length].tolist() == [True] * 6 + [False] * 9
+    assert torch.equal(view.kv_pos, torch.sort(view.kv_pos).values)  # stream order
+
+
+def test_deep_sink_realigns_sink_frames_just_before_the_window():
+    policy = DeepSink(tokens_per_frame=2, sink_frames=1, window_frames=2)
+    kv_pos = torch.tensor([0, 1, 8, 9, 10, 11])  # frames 0 (sink), 4, 5
+    meta = SlotMeta(kv_pos, kv_pos // 2, kv_pos < 2, torch.zeros(6))
+    kv_rope, q_rope = policy.rope_positions(kv_pos, torch.tensor([10, 11]), meta)
+    assert kv_rope.tolist() == [6, 7, 8, 9, 10, 11]  # frame 0 now sits at frame 3, offsets kept
+    assert q_rope.tolist() == [10, 11]
+
+
+def test_participative_compression_keeps_the_known_top_frames():
+    policy = ParticipativeCompression(tokens_per_frame=2, budget_frames=5, recent_frames=2, sink_frames=1)
+    pos = torch.arange(16)  # frames 0..7
+    mass = torch.tensor([0.0, 1.0, 9.0, 2.0, 8.0, 3.0, 0.0, 0.0]).repeat_interleave(2)
+    keep = policy.select(SlotMeta(pos, pos // 2, pos < 2, mass), incoming=2)
+    assert sorted((pos[keep] // 2).unique().tolist()) == [0, 2, 4, 6, 7]
+    assert torch.equal(keep, torch.sort(keep).values)
+
+
+def test_score_with_accumulates_one_unit_of_mass_per_query_row():
+    policy = Chain(DeepSink(tokens_per_frame=2, sink_frames=1, window_frames=8), ParticipativeCompression(2, 5, 2, sink_frames=1))
+    cache = KVCache(policy, batch=B, kv_heads=HKV, head_dim=D, max_chunk=2)
+    q, k, v = qkv(12, seed=5, dtype=torch.float32)
+    for s in range(0, 12, 2):
+        cache.update(k[:, :, s : s + 2], v[:, :, s : s + 2])
+    cache.score_with(q[:, :, -2:], rope=ROPE)
+    assert cache.score[: cache.length].sum().item() == pytest.approx(B * H * 2, rel=1e-5)
+
+
+def test_recache_refills_every_kept_slot_including_sinks():
+    policy = FrameSink(tokens_per_frame=2, sink_frames=1, window_frames=2)
+    cache = KVCache(policy, batch=1, kv_heads=1, head_dim=2, max_chunk=2)
+    for _ in range(6):
+        cache.update(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+    cache.recache(lambda pos, frame: (pos.float().view(1, 1, -1, 1).expand(1, 1, -1, 2) + 100, -pos.float().view(1, 1, -1, 1).expand(1, 1, -1, 2)))
+    n = cache.length
+    assert torch.equal(cache.k[0, 0, :n, 0], cache.pos[:n].float() + 100)  # sinks (pos 0, 1) refilled, not zeroed
+    assert cache.pos[:2].tolist() == [0, 1]
+
+
+def test_budget_errors_say_what_to_fix():
+    cache = KVCache(Full(max_tokens=8), batch=1, kv_heads=1, head_dim=2, max_chunk=4)
+    with pytest.raises(CacheBudgetError, match="max_chunk >= 5"):
+        cache.update(torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2))
+    for _ in range(3):
+        cache.update(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))
+    with pytest.raises(CacheBudgetError, match="longer than the policy's budget"):
+        cache.update(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))
+    with pytest.raises(ValueError, match="sinks < budget"):
+        SinkWindowPolicy(8, 8)
+
+
+def test_rope_matches_transformers_llama_rotary():
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_theta=100000.0, max_position_embeddings=512)
+    pos = torch.tensor([[0, 1, 5, 300, 511]])
+    x = torch.randn(1, 4, 5, 16, dtype=torch.float32)
+    cos, sin = LlamaRotaryEmbedding(config)(x, pos)
+    want, _ = apply_rotary_pos_emb(x, x, cos, sin)
+    got = Rope(16, theta=100000.0).apply(x, pos[0])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_rope_attention_is_invariant_to_a_global_shift():
+    q, k, v = qkv(20, seed=9)
+    pos = torch.arange(20)
+    base = attend(ROPE.apply(q, pos), ROPE.apply(k, pos), v, backend="reference")
+    shifted = attend(ROPE.apply(q, pos + 1000), ROPE.apply(k, pos + 1000), v, backend="reference")
+    assert torch.allclose(base, shifted, atol=1e-10)
+
+
+def test_pre_rope_storage_avoids_the_bf16_rerotation_drift():
+    """Why keys are cached before RoPE: rotating stored raw keys once is exact to bf16 rounding;
+    re-rotating rotated bf16 keys one step at a time (post-RoPE caches) drifts (brief §6)."""
+    rope = Rope(64, theta=1e5)
+    g = torch.Generator().manual_seed(0)
+    raw = (torch.randn(1, 1, 8, 64, generator=g, dtype=torch.float64) * 1.3).clamp(-4, 4)
+    want = rope.apply(raw, torch.full((8,), 300))
+    pre_rope = rope.apply(raw.bfloat16(), torch.full((8,), 300)).double()
+    drifting = rope.apply(raw.bfloat16(), torch.full((8,), 1000))
+    for _ in range(700):
+        drifting = rope.apply(drifting, torch.full((8,), -1))
+    pre_err, drift_err = (pre_rope - want).abs().max().item(), (drifting.double() - want).abs().max().item()
+    assert pre_err < 0.05 and drift_err > 20 * pre_err
