@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build or refresh the project's virtual environment in .venv (behind `make setup`).
 #
-# Idempotent: the inputs that define the environment (Python version, env/requirements.txt,
+# Idempotent: the inputs that define the environment (Python version, env/requirements*.txt,
 # env/constraints.txt, pyproject.toml) are hashed into .venv/.streamlab-stamp; when the hash is
 # unchanged this script returns at once. An interrupted install leaves no stamp, so the next run
 # simply installs again.
@@ -31,7 +31,7 @@ PY=$(find_python) || {
 }
 
 fingerprint() {
-  { "$PY" -c 'import sys; print(sys.version)'; cat env/requirements.txt env/constraints.txt pyproject.toml; } | sha256sum | cut -d' ' -f1
+  { "$PY" -c 'import sys; print(sys.version)'; cat env/requirements.txt env/requirements-nodeps.txt env/requirements-cpu.txt env/constraints.txt pyproject.toml; } | sha256sum | cut -d' ' -f1
 }
 want=$(fingerprint)
 
@@ -50,6 +50,10 @@ rm -f "$STAMP"
 echo "env/setup.sh: installing pinned requirements into $VENV (first time: a few minutes)"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
   -r env/requirements.txt -c env/constraints.txt
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r env/requirements-nodeps.txt
+if "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)'; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r env/requirements-cpu.txt -c env/constraints.txt
+fi
 # Editable install: the import roots are the repo folders themselves (shared, kernels, experiments),
 # so edits take effect without reinstalling; it also provides the `streamlab` console script.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .

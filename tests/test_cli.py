@@ -38,7 +38,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, needle, tmp_path):
 
 def test_reproduce_twice_keeps_both_runs_and_runs_lists_them(tmp_path):
     outputs = ["--outputs", str(tmp_path)]
-    first = cli("reproduce", "all", "--preset", "smoke", *outputs)
+    first = cli("reproduce", "_template", "--preset", "smoke", *outputs)
     assert first.returncode == 0, first.stderr
     (run1,) = (tmp_path / "_template").iterdir()
     before = digest(run1)
@@ -68,3 +68,17 @@ def test_sync_finds_offline_runs_and_asks_for_a_key(tmp_path):
     assert dry.returncode == 0 and f"would sync {offline}" in dry.stdout
     real = cli("sync", "--outputs", str(tmp_path), env=env)
     assert real.returncode == 2 and "no wandb API key configured" in real.stderr
+
+
+def test_reproduce_all_runs_every_real_experiment_and_leaves_templates_out(tmp_path):
+    from shared.registry import default_selection
+
+    out = cli("reproduce", "all", "--preset", "smoke", "--outputs", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = {e.name for e in default_selection()}
+    assert {d.name for d in tmp_path.iterdir() if d.name != "tables"} == expected
+    if any(not name.startswith("_") for name in expected):
+        assert "_template" not in expected
+    (table,) = (tmp_path / "tables").iterdir()
+    combined = (table / "results.csv").read_text()
+    assert all(f"\n{name}," in combined for name in expected)

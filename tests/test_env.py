@@ -31,6 +31,7 @@ def read_pins(path) -> dict[str, str]:
 
 REQUIREMENTS = read_pins("env/requirements.txt")
 LOCK = read_pins("env/constraints.txt")
+EXTRA = {**read_pins("env/requirements-nodeps.txt"), **read_pins("env/requirements-cpu.txt")}
 
 
 def test_torch_is_pinned_exactly_to_the_cpu_wheel_version():
@@ -43,10 +44,20 @@ def test_every_direct_requirement_is_locked_at_the_same_version():
         assert LOCK.get(name) == version, f"{name}: requirements {version} vs lock {LOCK.get(name)}"
 
 
-@pytest.mark.parametrize("name", sorted(REQUIREMENTS))
+@pytest.mark.parametrize("name", sorted({**REQUIREMENTS, **EXTRA}))
 def test_installed_versions_match_the_pins(name):
+    import torch
+
+    pins = {**REQUIREMENTS, **EXTRA}
+    if name == "triton" and torch.version.cuda is not None:
+        pytest.skip("CUDA torch brings its own triton; env/requirements-cpu.txt applies to CPU builds only")
     installed = importlib.metadata.version(name).split("+")[0]  # torch reports 2.13.0+cpu
-    assert installed == REQUIREMENTS[name], f"{name}: installed {installed}, pinned {REQUIREMENTS[name]}; run `make setup`"
+    assert installed == pins[name], f"{name}: installed {installed}, pinned {pins[name]}; run `make setup`"
+
+
+def test_extra_pin_files_never_contradict_the_lock():
+    for name, version in EXTRA.items():
+        assert LOCK.get(name, version) == version, name
 
 
 def test_conda_environment_delegates_to_the_same_pins():

@@ -11,6 +11,9 @@ Backends:
   is plain causal over aligned positions). CPU training and the general fallback.
 - ``flex``: FlexAttention with a BlockMask built from the same mask definition; compiled by
   default. No backward on CPU, so ``auto`` never picks it for CPU training.
+- ``triton``: the decode kernel of ``kernels/ring_decode`` (one query per head; causal, sliding
+  window or sink masks; CUDA, or a CPU under ``TRITON_INTERPRET=1``). ``KVCache.attend`` with this
+  backend also fuses the keys' RoPE rotation into the kernel.
 
 ``auto`` picks per device and need and says why (``choose_backend``); the choice is recorded in
 the result, so tests can assert which path ran.
@@ -25,9 +28,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .masks import Causal, MaskSpec, block_mask, dense_mask
+from .masks import Causal, MaskSpec, SinkWindow, SlidingWindow, block_mask, dense_mask
 
-BACKENDS = ("reference", "sdpa", "flex")
+BACKENDS = ("reference", "sdpa", "flex", "triton")
 _EMPTY_ROW_CHECK_ROWS = 1024  # rows per slice when checking for queries with nothing to see
 
 
@@ -65,6 +68,29 @@ def _check_no_empty_rows(mask, q_pos, kv_pos):
                 f"mask {mask} leaves {int(empty.sum())} query row(s) with no visible key (query positions {where}...): "
                 "widen the window, add sinks, or check q_pos/kv_pos; pass allow_empty_rows=True if zeros are intended"
             )
+
+
+def sink_window_of(mask: MaskSpec | None) -> tuple[int, int]:
+    """(sinks, window) of the masks the Triton decode kernel evaluates; others are refused."""
+    if isinstance(mask, SinkWindow):
+        return mask.sinks, mask.window
+    if isinstance(mask, SlidingWindow):
+        return 0, mask.window
+    if mask is None or isinstance(mask, Causal):
+        return 0, 2**62
+    raise ValueError(f"the triton decode kernel supports causal, sliding-window and sink-window masks, not {mask}")
+
+
+def triton_decode(q, k, v, mask, q_pos, kv_pos, scale, *, theta: float = 1.0, kv_rope_pos=None, q_rope_pos: int = 0):
+    """Decode through kernels.ring_decode; without RoPE positions the rotation is the identity."""
+    from kernels.ring_decode import ring_decode  # lazy: kernels import Triton only when they run
+
+    if q.shape[2] != 1:
+        raise ValueError(f"the triton backend is a decode kernel (one query per head); got {q.shape[2]} queries")
+    sinks, window = sink_window_of(mask)
+    rope_pos = torch.zeros_like(kv_pos) if kv_rope_pos is None else kv_rope_pos
+    out = ring_decode(q[:, :, 0], k, v, kv_pos, q_pos=int(q_pos[0]), sinks=sinks, window=window, theta=theta, rope_pos=rope_pos, q_rope_pos=q_rope_pos, scale=scale, impl="triton")
+    return out[:, :, None]
 
 
 def choose_backend(q: torch.Tensor, mask: MaskSpec | None, *, needs_grad: bool, return_lse: bool) -> tuple[str, str]:
@@ -165,10 +191,14 @@ def attend(
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask(mask, q_pos, kv_pos), scale=scale, enable_gqa=q.shape[1] != k.shape[1])
-    else:
+    elif backend == "flex":
         if needs_grad and not q.is_cuda:
             raise ValueError("FlexAttention has no backward on CPU; use backend='sdpa' or 'reference' for CPU training")
         out, lse = flex_attention_call(q, k, v, mask, q_pos, kv_pos, scale, return_lse, flex_compile)
+    else:
+        if return_lse or needs_grad:
+            raise ValueError("the triton decode backend is inference-only and returns no LSE")
+        out = triton_decode(q, k, v, mask, q_pos, kv_pos, scale)
     if return_info:
         return AttentionResult(out=out, lse=lse, backend=backend, reason=reason)
     return out

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from .attention import attend as attend_fn
+from .attention import triton_decode
 from .policies import Policy, SlotMeta
 from .rope import Rope
 
@@ -137,11 +138,14 @@ class KVCache:
         """One streaming step: update with the new (pre-RoPE) keys, rotate by the policy's positions,
         and attend the new queries ``[B, H, m, D]`` under the policy's mask."""
         view = self.update(k_new, v_new)
+        mask = attend_kwargs.pop("mask", self.policy.mask())
         k = view.k
         if rope is not None:
             kv_rope, q_rope = self.rope_positions(view)
+            if attend_kwargs.get("backend") == "triton" and q.shape[2] == 1:  # the fused hot path
+                scale = attend_kwargs.get("scale") or q.shape[-1] ** -0.5
+                return triton_decode(q, k, view.v, mask, view.q_pos, view.kv_pos, scale, theta=rope.theta, kv_rope_pos=kv_rope, q_rope_pos=int(q_rope[0]))
             q, k = rope.apply(q, q_rope), rope.apply(k, kv_rope)
-        mask = attend_kwargs.pop("mask", self.policy.mask())
         return attend_fn(q, k, view.v, mask, q_pos=view.q_pos, kv_pos=view.kv_pos, **attend_kwargs)
 
     @torch.no_grad()

@@ -1,0 +1,77 @@
+"""Token-by-token perplexity, faithful to the paper's eval_long_ppl.py.
+
+Each step feeds token t with the cache and scores the prediction of token t+1; the policy evicts
+before the next token arrives, so with cache size S the current token sees S cached entries plus
+itself. The recomputation baseline re-runs the model from scratch on the last S + 1 tokens
+(the same number of keys) for every prediction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from shared.progress import progress
+from shared.streaming import Full, SinkWindowPolicy
+from shared.streaming.hf import StreamingModel, attn_implementation
+
+
+@dataclass
+class StreamResult:
+    nll: torch.Tensor  # [N-1]: negative log-likelihood of token t+1 given the stream up to t
+    seconds: torch.Tensor  # [N-1]: wall time of each step
+    cache: int  # the cache size S (entries kept before a token arrives)
+
+    def ppl(self, start: int = 0) -> float:
+        return math.exp(self.nll[start:].mean().item())
+
+    def summary(self) -> dict[str, float]:
+        """Perplexity over all predictions and over those made once the cache is full, cost per token."""
+        filled = min(self.cache, len(self.nll) - 1)
+        return {
+            "ppl": self.ppl(),
+            "ppl_after_fill": self.ppl(filled),
+            "ms_per_token": 1000 * self.seconds[filled:].mean().item(),
+            "cache": float(self.cache),
+        }
+
+
+def policy_for(method, cache: int, n_tokens: int):
+    if method.name == "dense":
+        return Full(max_tokens=n_tokens)
+    if method.name in ("window", "sink", "sink_absolute"):
+        return SinkWindowPolicy(method.sinks, cache, reposition=method.reposition)
+    raise ValueError(f"no cache policy for method {method.name!r}")
+
+
+@torch.no_grad()
+def stream_nll(model, ids: torch.Tensor, method, cache: int, backend: str = "auto", desc: str = "") -> StreamResult:
+    """Stream ``ids`` ``[N]`` through the model one token at a time under the method's cache policy."""
+    if method.name == "recompute":
+        return recompute_nll(model, ids, cache, desc=desc)
+    stream = StreamingModel(model, policy_for(method, cache, len(ids)), backend=backend)
+    nll, seconds = torch.empty(len(ids) - 1), torch.empty(len(ids) - 1)
+    for t in progress(range(len(ids) - 1), desc=desc):
+        start = time.perf_counter()
+        logits = stream.step(ids[t : t + 1][None])
+        seconds[t] = time.perf_counter() - start
+        nll[t] = F.cross_entropy(logits[0, -1].float(), ids[t + 1])
+    return StreamResult(nll, seconds, cache)
+
+
+@torch.no_grad()
+def recompute_nll(model, ids: torch.Tensor, cache: int, desc: str = "") -> StreamResult:
+    """Sliding window with recomputation: every prediction re-encodes the last cache + 1 tokens."""
+    nll, seconds = torch.empty(len(ids) - 1), torch.empty(len(ids) - 1)
+    with attn_implementation(model, "sdpa"):
+        for t in progress(range(len(ids) - 1), desc=desc):
+            start = time.perf_counter()
+            window = ids[max(0, t - cache) : t + 1][None]
+            logits = model(input_ids=window, use_cache=False).logits
+            seconds[t] = time.perf_counter() - start
+            nll[t] = F.cross_entropy(logits[0, -1].float(), ids[t + 1])
+    return StreamResult(nll, seconds, cache)
