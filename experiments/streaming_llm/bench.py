@@ -19,7 +19,8 @@ import sys
 import torch
 from omegaconf import OmegaConf
 
-from shared.io import atomic_path
+from shared import provenance
+from shared.io import atomic_path, atomic_write_json
 
 from .data import LONG_ORDER, token_stream
 from .evaluate import stream_nll
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.writer(f)
             writer.writerow(["position", "ms", "nll"])
             writer.writerows(zip(range(len(ms)), ms.tolist(), result.nll.tolist(), strict=True))
+    summary = {"first_ms": first, "last_ms": last, "ratio": last / first, "ppl": math.exp(result.nll.mean().item()), "args": vars(args)}
+    if args.out:
+        record = provenance.collect()
+        record.pop("git_diff")
+        atomic_write_json(f"{args.out}.json", {**summary, "provenance": record})
     print(
         f"sink {args.sinks}+{args.cache - args.sinks}, {args.tokens} tokens on {torch.get_num_threads()} threads: "
         f"{first:.1f} ms/token over the first {args.span} after the cache fills, {last:.1f} over the last {args.span} "
