@@ -5,6 +5,7 @@ A notebook calls experiment code, loads, plots and asserts; it never defines the
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -37,18 +38,23 @@ def with_reference(ours, reference: Iterable[Mapping]):
 def publish(run, destination: str | os.PathLike) -> Path:
     """Copy a finished run's results.csv, figures and provenance next to the notebook.
 
-    Refuses smoke runs, so CI never overwrites committed results.
+    ``run`` is a ``Run`` or a run directory. Refuses smoke runs, so CI never overwrites committed
+    results, and runs that did not complete.
     """
-    if run.preset == "smoke":
+    directory = Path(getattr(run, "dir", run))
+    meta = json.loads((directory / "run.json").read_text())
+    if meta["preset"] == "smoke":
         raise RunError("smoke runs are not published; set STREAMLAB_SMOKE=0 and run the notebook again")
-    if run.meta.get("status") != "completed":
-        raise RunError(f"run {run.dir} did not complete; nothing published")
+    if meta.get("status") != "completed":
+        raise RunError(f"run {directory} did not complete; nothing published")
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    atomic_copy(run.dir / "results.csv", destination / "results.csv")
-    for figure in sorted((run.dir / "figures").glob("*.png")):
+    atomic_copy(directory / "results.csv", destination / "results.csv")
+    for figure in sorted((directory / "figures").glob("*.png")):
         atomic_copy(figure, destination / figure.name)
-    meta, prov = run.meta, json.loads((run.dir / "provenance.json").read_text())
+    prov = json.loads((directory / "provenance.json").read_text())
+    with open(directory / "results.csv", newline="") as f:
+        first = next(csv.DictReader(f), {})
     atomic_write_json(
         destination / "provenance.json",
         {
@@ -58,10 +64,11 @@ def publish(run, destination: str | os.PathLike) -> Path:
             "commit": meta["git"]["sha"],
             "dirty": meta["git"]["dirty"],
             "date": meta.get("finished"),
-            "device": run.results[0]["device"] if run.results else None,
+            "device": first.get("device"),
             "hardware": prov["hardware"],
+            "command": prov["command"],
             "duration_s": meta.get("duration_s"),
-            "run": run.dir.name,
+            "run": directory.name,
         },
     )
     return destination

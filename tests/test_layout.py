@@ -72,6 +72,15 @@ def _in_fresh_python(code: str, cwd) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd).stdout.strip()
 
 
+def test_fast_paths_import_no_triton_or_gsplat_until_they_run(tmp_path):
+    loaded = _in_fresh_python(
+        "import sys, shared.streaming, shared.streaming.hf, kernels.ring_decode\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'triton', 'gsplat'}))",
+        cwd=tmp_path,
+    )
+    assert loaded == "[]"
+
+
 def test_import_is_light_no_torch_triton_gsplat_or_wandb(tmp_path):
     heavy = _in_fresh_python(
         "import sys, shared, kernels, experiments, shared.cli, shared.registry, shared.config, shared.results\n"

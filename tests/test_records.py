@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 
 import pytest
@@ -80,6 +81,15 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
             raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_atomic_writes_follow_the_umask_not_mkstemps_private_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644
 
 
 def test_read_metrics_skips_a_line_truncated_by_a_kill(tmp_path):

@@ -104,3 +104,24 @@ if not SMOKE:
 # %%
 if not SMOKE:
     print("published to", publish(run, Path("results")))
+
+# %% [markdown]
+# ## Beyond the training window (paper preset, committed results)
+# 10k tokens of the concatenated licence texts, cache 1024, past SmolLM2's 8192-token training
+# window: dense attention should break down there; sinks with in-cache positions should not. About
+# an hour of CPU, so it is not re-run here: `streamlab reproduce streaming_llm --preset paper`,
+# then `shared.notebook.publish(<run dir>, "results/paper")`. Per-token cost over a 16k-token stream
+# (`python -m experiments.streaming_llm.bench`) is in `results/flatness_16k.csv.json`.
+
+# %%
+import json
+
+paper_dir = Path("results/paper")
+if (paper_dir / "results.csv").is_file():
+    long = results.load([paper_dir / "results.csv"])
+    display(long.pivot_table(index="row", columns="metric", values="value", sort=False).round(2))
+    display(Image(filename=str(paper_dir / "ppl_over_stream.png")))
+flat = Path("results/flatness_16k.csv.json")
+if flat.is_file():
+    f = json.loads(flat.read_text())
+    print(f"sink 4+252 over 16k tokens: {f['first_ms']:.1f} ms/token just after the cache fills, {f['last_ms']:.1f} ms/token at the end (ratio {f['ratio']:.3f})")

@@ -7,6 +7,8 @@
 - ``rope``      rotary embeddings applied at attention time (keys are cached before RoPE)
 - ``cache``     ``KVCache``: a fixed-capacity slot table (pre-RoPE keys, values, position, frame,
                 pinned, score) driven by composable policies (``policies``)
+- ``hf``        ``StreamingModel``: a transformers Llama-family decoder run through the cache and
+                ``attend`` via a registered attention function (no model code copied)
 
 Conventions, stated once:
 - Shapes: q ``[B, H, Tq, D]``, k/v ``[B, Hkv, Tk, D]`` with ``H % Hkv == 0`` (grouped-query heads).

@@ -150,18 +150,19 @@ class KVCache:
 
     @torch.no_grad()
     def score_with(self, queries: torch.Tensor, rope: Rope | None = None, scale: float | None = None) -> None:
-        """Add the attention mass that ``queries`` ``[B, H, r, D]`` (e.g. the recent frames' queries)
-        give each filled slot to ``score`` (summed over batch, heads and queries)."""
-        view = self.view(self.pos[: self.length][-queries.shape[2]:] if self.length else self.pos[:0])
+        """Add the attention mass that ``queries`` ``[B, H, r, D]`` (the newest r tokens' queries,
+        pre-RoPE) give each filled slot to ``score``, summed over batch, heads and queries.
+        Each query row contributes exactly 1 in total (ParticipativeCompression's statistic)."""
+        if self.ring:
+            raise NotImplementedError("score_with needs a compacting policy; the ring never selects by score")
+        view = self.view(self.pos[: self.length][-queries.shape[2] :])
         k = view.k
         if rope is not None:
             kv_rope, q_rope = self.rope_positions(view)
             queries, k = rope.apply(queries, q_rope), rope.apply(k, kv_rope)
-        res = attend_fn(queries, k, view.v, None, q_pos=view.q_pos, kv_pos=view.kv_pos, backend="reference", return_lse=True, return_info=True)
         group = queries.shape[1] // k.shape[1]
         logits = (queries.float() @ k.float().repeat_interleave(group, dim=1).transpose(-1, -2)) * (scale or queries.shape[-1] ** -0.5)
-        mass = torch.exp(logits - res.lse[..., None].float())
-        self.score[: len(view.kv_pos)] += mass.sum(dim=(0, 1, 2))
+        self.score[: self.length] += torch.softmax(logits, dim=-1).sum(dim=(0, 1, 2))
 
     def recache(self, recompute: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
         """LongLive's KV re-cache on a prompt switch: recompute keys and values of every kept slot,

@@ -204,3 +204,11 @@ def test_compiled_flex_matches_reference_and_decodes_without_recompiling():
         for step in range(20):  # same shapes, new positions every step
             q_pos = torch.tensor([300 + step])
             attend(q, k, v, SinkWindow(4, 64), q_pos=q_pos, kv_pos=torch.arange(257) + 44 + step, backend="flex")
+
+
+def test_triton_backend_refuses_what_the_decode_kernel_cannot_do():
+    q, k, v = random_qkv(1, 2, 2, 3, 8, 8, torch.float32)
+    with pytest.raises(ValueError, match="decode kernel \\(one query per head\\); got 3 queries"):
+        attend(q, k, v, SinkWindow(1, 4), backend="triton")
+    with pytest.raises(ValueError, match="supports causal, sliding-window and sink-window masks"):
+        attend(q[:, :, :1], k, v, BlockCausal(4), backend="triton")
