@@ -35,8 +35,9 @@ def with_reference(ours, reference: Iterable[Mapping]):
     return wide
 
 
-def publish(run, destination: str | os.PathLike) -> Path:
-    """Copy a finished run's results.csv, figures and provenance next to the notebook.
+def publish(run, destination: str | os.PathLike, extras: Iterable[str] = ()) -> Path:
+    """Copy a finished run's results.csv, figures, provenance and ``extras`` (file names in the run
+    directory, e.g. ``nll.npz``) next to the notebook.
 
     ``run`` is a ``Run`` or a run directory. Refuses smoke runs, so CI never overwrites committed
     results, and runs that did not complete.
@@ -52,6 +53,8 @@ def publish(run, destination: str | os.PathLike) -> Path:
     atomic_copy(directory / "results.csv", destination / "results.csv")
     for figure in sorted((directory / "figures").glob("*.png")):
         atomic_copy(figure, destination / figure.name)
+    for name in extras:
+        atomic_copy(directory / name, destination / name)
     prov = json.loads((directory / "provenance.json").read_text())
     with open(directory / "results.csv", newline="") as f:
         first = next(csv.DictReader(f), {})

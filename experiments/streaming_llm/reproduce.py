@@ -35,13 +35,15 @@ def reproduce(cfg, run: Run) -> None:
             run.logger.log({**metrics, "n_tokens": len(ids)}, scope=f"{row}@{cache}")
     with atomic_path(run.dir / "nll.npz") as tmp:
         np.savez(tmp, **curves)
-    run.save_figure(figure_ppl_over_stream(curves, cfg.eval.cache, cfg.eval.smooth), "ppl_over_stream")
+    trained = model.config.max_position_embeddings
+    run.save_figure(figure_ppl_over_stream(curves, cfg.eval.cache, cfg.eval.smooth, trained_window=trained), "ppl_over_stream")
     if cfg.eval.sweep:
         run.save_figure(figure_cache_sweep(curves), "cache_sweep")
 
 
-def figure_ppl_over_stream(curves: dict, cache: int, smooth: int):
-    """Running perplexity (exp of a moving-average NLL) over stream position, one line per method."""
+def figure_ppl_over_stream(curves: dict, cache: int, smooth: int, trained_window: int | None = None):
+    """Running perplexity (exp of a moving-average NLL) over stream position, one line per method;
+    the model's training window is marked when the stream runs past it."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.4))
     kernel = np.ones(smooth) / smooth
@@ -50,6 +52,9 @@ def figure_ppl_over_stream(curves: dict, cache: int, smooth: int):
             continue
         ax.plot(np.arange(smooth, len(nll) + 1), np.exp(np.convolve(nll, kernel, mode="valid")), label=name.split("@")[0], lw=1.2)
     ax.axvline(cache, color="k", ls=":", lw=1, label=f"cache full ({cache})")
+    length = max(len(nll) for nll in curves.values())
+    if trained_window is not None and trained_window < length:
+        ax.axvline(trained_window, color="tab:red", ls="--", lw=1, label=f"training window ({trained_window})")
     ax.set(xlabel="stream position (tokens)", ylabel=f"perplexity ({smooth}-token moving window)", yscale="log")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -110,17 +110,22 @@ if not SMOKE:
 # 10k tokens of the concatenated licence texts, cache 1024, past SmolLM2's 8192-token training
 # window: dense attention should break down there; sinks with in-cache positions should not. About
 # an hour of CPU, so it is not re-run here: `streamlab reproduce streaming_llm --preset paper`,
-# then `shared.notebook.publish(<run dir>, "results/paper")`. Per-token cost over a 16k-token stream
+# then `shared.notebook.publish(<run dir>, "results/paper/<name>", extras=["nll.npz"])`. Per-token cost over a 16k-token stream
 # (`python -m experiments.streaming_llm.bench`) is in `results/flatness_16k.csv.json`.
 
 # %%
 import json
 
-paper_dir = Path("results/paper")
-if (paper_dir / "results.csv").is_file():
-    long = results.load([paper_dir / "results.csv"])
+import numpy as np
+
+from experiments.streaming_llm.reproduce import figure_ppl_over_stream
+
+paper_runs = sorted(Path("results/paper").glob("*/results.csv"))
+if paper_runs:
+    long = results.load(paper_runs)
     display(long.pivot_table(index="row", columns="metric", values="value", sort=False).round(2))
-    display(Image(filename=str(paper_dir / "ppl_over_stream.png")))
+    curves = {k: v for run_csv in paper_runs for k, v in np.load(run_csv.parent / "nll.npz").items()}
+    figure_ppl_over_stream(curves, cache=1024, smooth=256, trained_window=8192)  # SmolLM2's max positions
 flat = Path("results/flatness_16k.csv.json")
 if flat.is_file():
     f = json.loads(flat.read_text())
