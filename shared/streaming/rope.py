@@ -11,8 +11,16 @@ Layout: the "rotate half" convention of Llama / transformers (pairs are (i, i + 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
+
+_TABLE_CAP = 1 << 17  # positions up to 131072 come from the table (8 MB per 16k positions at D=64)
+
+
+@lru_cache(maxsize=16)
+def _rope_table(head_dim: int, theta: float, length: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return Rope(head_dim, theta)._direct(torch.arange(length, device=device))
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,19 @@ class Rope:
         return 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=device) / self.head_dim))
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of shape ``[T, D]`` for integer ``positions`` ``[T]``, computed in float64."""
+        """cos and sin of shape ``[T, D]`` for integer ``positions`` ``[T]``, in float64.
+
+        Looked up in a cached table (a decode step rotates every cached key in every layer, so
+        recomputing the trigonometry each time dominated long streams); positions beyond the
+        table's cap, or negative ones, are computed directly. Both give identical values.
+        """
+        if len(positions) == 0 or int(positions.min()) < 0 or int(positions.max()) >= _TABLE_CAP:
+            return self._direct(positions)
+        length = 1 << max(10, int(positions.max()).bit_length())  # grow in powers of two
+        cos, sin = _rope_table(self.head_dim, self.theta, length, str(positions.device))
+        return cos[positions], sin[positions]
+
+    def _direct(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angles = positions.to(torch.float64)[:, None] * self.inv_freq(positions.device)[None, :]
         angles = torch.cat([angles, angles], dim=-1)
         return angles.cos(), angles.sin()

@@ -173,6 +173,14 @@ def test_rope_matches_transformers_llama_rotary():
     assert torch.allclose(got, want, atol=1e-5)
 
 
+def test_rope_table_lookup_equals_direct_computation():
+    rope = Rope(64, theta=1e5)
+    for positions in (torch.tensor([0, 5, 1023, 1024, 70000]), torch.arange(3000), torch.tensor([200_000, 3]), torch.tensor([-2, 4])):
+        cos, sin = rope.cos_sin(positions)
+        want_cos, want_sin = rope._direct(positions)
+        assert torch.equal(cos, want_cos) and torch.equal(sin, want_sin)
+
+
 def test_rope_attention_is_invariant_to_a_global_shift():
     q, k, v = qkv(20, seed=9)
     pos = torch.arange(20)
