@@ -12,6 +12,7 @@ valid and exits with code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 
@@ -118,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm(signum, frame):
+    # SLURM and `kill` send SIGTERM: unwind like Ctrl-C so the run is marked "interrupted" and resumable
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     parser = build_parser()
     # Overrides may follow options (`reproduce x --preset smoke a=1`), which argparse alone rejects.
     args, extra = parser.parse_known_args(argv)

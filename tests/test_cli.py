@@ -1,10 +1,14 @@
 """The `streamlab` command as a user meets it: list, reproduce twice, runs, sync, and bad input."""
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 
-from .helpers import cli, digest
+from .helpers import STREAMLAB, cli, digest
 
 
 
@@ -82,3 +86,18 @@ def test_reproduce_all_runs_every_real_experiment_and_leaves_templates_out(tmp_p
     (table,) = (tmp_path / "tables").iterdir()
     combined = (table / "results.csv").read_text()
     assert all(f"\n{name}," in combined for name in expected)
+
+
+def test_sigterm_marks_the_run_interrupted_and_resumable(tmp_path):
+    env = {**os.environ, "STREAMLAB_PROGRESS": "0"}
+    args = [STREAMLAB, "reproduce", "_template", "--preset", "smoke", "--outputs", str(tmp_path), "optim.steps=100000", "trainer.checkpoint_every=50"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("_template/*/checkpoints/constant.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resume with" in err
+    (run,) = (tmp_path / "_template").iterdir()
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
