@@ -49,10 +49,12 @@ def policy_for(method, cache: int, n_tokens: int):
 
 
 @torch.no_grad()
-def stream_nll(model, ids: torch.Tensor, method, cache: int, backend: str = "auto", desc: str = "") -> StreamResult:
+def stream_nll(model, ids: torch.Tensor, method, cache: int, backend: str = "auto", desc: str = "", dense_one_pass: bool = False) -> StreamResult:
     """Stream ``ids`` ``[N]`` through the model one token at a time under the method's cache policy."""
     if method.name == "recompute":
         return recompute_nll(model, ids, cache, desc=desc)
+    if method.name == "dense" and dense_one_pass:
+        return dense_one_pass_nll(model, ids, cache)
     stream = StreamingModel(model, policy_for(method, cache, len(ids)), backend=backend)
     nll, seconds = torch.empty(len(ids) - 1), torch.empty(len(ids) - 1)
     for t in progress(range(len(ids) - 1), desc=desc):
@@ -75,3 +77,19 @@ def recompute_nll(model, ids: torch.Tensor, cache: int, desc: str = "") -> Strea
             seconds[t] = time.perf_counter() - start
             nll[t] = F.cross_entropy(logits[0, -1].float(), ids[t + 1])
     return StreamResult(nll, seconds, cache)
+
+
+@torch.no_grad()
+def dense_one_pass_nll(model, ids: torch.Tensor, cache: int) -> StreamResult:
+    """Dense attention scored in one causal forward pass (teacher forcing).
+
+    Token-by-token dense attention with stream positions is exactly this computation, reordered;
+    tests check the two agree. It makes dense affordable on streams longer than the training
+    window. No per-token timing exists here: ``seconds`` holds the pass time spread evenly.
+    """
+    start = time.perf_counter()
+    with attn_implementation(model, "sdpa"):
+        logits = model(input_ids=ids[None], use_cache=False).logits[0, :-1].float()
+    nll = F.cross_entropy(logits, ids[1:], reduction="none")
+    elapsed = time.perf_counter() - start
+    return StreamResult(nll, torch.full((len(ids) - 1,), elapsed / (len(ids) - 1)), cache)

@@ -25,7 +25,9 @@ def reproduce(cfg, run: Run) -> None:
         row_cfg = run.compose_row(table, row)
         sizes = [row_cfg.eval.cache] + (list(row_cfg.eval.sweep) if row in ("window", "sink") else [])
         for cache in sizes:
-            result = stream_nll(model, ids, row_cfg.method, cache, backend=row_cfg.eval.backend, desc=f"{row} cache {cache}")
+            result = stream_nll(
+                model, ids, row_cfg.method, cache, backend=row_cfg.eval.backend, desc=f"{row} cache {cache}", dense_one_pass=row_cfg.eval.dense_one_pass
+            )
             curves[f"{row}@{cache}"] = result.nll.numpy()
             metrics = result.summary()
             if cache == row_cfg.eval.cache:

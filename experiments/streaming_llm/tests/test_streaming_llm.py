@@ -123,6 +123,19 @@ def real_ppl(smollm2):
     return {name: evaluate.stream_nll(model, ids, OmegaConf.create(m), cache=64) for name, m in methods.items()}
 
 
+def test_dense_in_one_pass_equals_dense_token_by_token(tiny, real_ppl, smollm2):
+    from omegaconf import OmegaConf
+
+    ids = torch.randint(0, 256, (60,), generator=torch.Generator().manual_seed(4))
+    dense = OmegaConf.create({"name": "dense"})
+    stepwise = evaluate.stream_nll(tiny, ids, dense, cache=16)
+    one_pass = evaluate.stream_nll(tiny, ids, dense, cache=16, dense_one_pass=True)
+    assert torch.allclose(stepwise.nll, one_pass.nll, atol=1e-4)
+    model, tokenizer = smollm2
+    real = torch.tensor(tokenizer(data_module.read_texts(["GPL-3"]))["input_ids"][:512])
+    assert evaluate.stream_nll(model, real, dense, cache=64, dense_one_pass=True).ppl() == pytest.approx(real_ppl["dense"].ppl(), rel=1e-4)
+
+
 def test_real_model_sinks_rescue_window_attention(real_ppl):
     """The paper's central relation at 512 tokens, cache 64 (brief: dense 18.7, window 41.7, sink 24.3)."""
     dense, window, sink = (real_ppl[k].ppl() for k in ("dense", "window", "sink"))
