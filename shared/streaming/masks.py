@@ -49,14 +49,6 @@ class Or(MaskSpec):
 
 
 @dataclass(frozen=True)
-class Full(MaskSpec):
-    """Everything visible (bidirectional), e.g. inside a video diffusion buffer."""
-
-    def allowed(self, q, k):
-        return (q >= k) | (q < k)
-
-
-@dataclass(frozen=True)
 class Causal(MaskSpec):
     def allowed(self, q, k):
         return k <= q

@@ -45,7 +45,7 @@ for policy_name, policy in {"sink_in_cache": SinkWindowPolicy(2, 9, reposition="
     fused = KVCache(policy, batch=1, kv_heads=2, head_dim=16)
     plain = KVCache(policy, batch=1, kv_heads=2, head_dim=16)
     worst = 0.0
-    for t in range(14):
+    for _ in range(14):
         q, k, v = torch.randn(1, 4, 1, 16), torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16)
         a = fused.attend(q, k, v, rope=rope, backend="triton")
         b = plain.attend(q, k, v, rope=rope, backend="reference")

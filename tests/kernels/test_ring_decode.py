@@ -57,7 +57,7 @@ def test_reference_equals_the_streaming_core_on_a_ring_cache():
     g = torch.Generator().manual_seed(1)
     rope = Rope(16, theta=10000.0)
     cache = KVCache(Ring(4, 20), batch=1, kv_heads=2, head_dim=16, dtype=torch.float64)
-    for t in range(57):
+    for _ in range(57):
         q, k, v = (torch.randn(1, n, 1, 16, generator=g, dtype=torch.float64) for n in (6, 2, 2))
         want = cache.attend(q, k, v, rope=rope, backend="reference")
     got = ring_decode(q[:, :, 0], cache.k, cache.v, cache.pos, q_pos=56, sinks=4, window=17, theta=10000.0, impl="reference")
