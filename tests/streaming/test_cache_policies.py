@@ -161,16 +161,32 @@ def test_budget_errors_say_what_to_fix():
 
 
 def test_rope_matches_transformers_llama_rotary():
+    """Same convention as transformers' Llama (rotate-half, not interleaved), and at least as accurate.
+
+    transformers computes the angle ``position * inv_freq`` in float32, so at position 511 its cos/sin
+    carry ~3e-5 of rounding; ours come from a float64 table. So: against a float64 evaluation of the
+    formula ours must be tight, and against transformers loose enough for float32 angles but far
+    tighter than any convention error (interleaving pairs or a wrong theta moves values by O(1)).
+    """
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
     config = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_theta=100000.0, max_position_embeddings=512)
     pos = torch.tensor([[0, 1, 5, 300, 511]])
-    x = torch.randn(1, 4, 5, 16, dtype=torch.float32)
+    x = torch.randn(1, 4, 5, 16, dtype=torch.float32, generator=torch.Generator().manual_seed(3))
     cos, sin = LlamaRotaryEmbedding(config)(x, pos)
     want, _ = apply_rotary_pos_emb(x, x, cos, sin)
     got = Rope(16, theta=100000.0).apply(x, pos[0])
-    assert torch.allclose(got, want, atol=1e-5)
+
+    inv_freq = 1.0 / (100000.0 ** (torch.arange(0, 16, 2, dtype=torch.float64) / 16))
+    angle = torch.cat([pos[0, :, None].double() * inv_freq] * 2, dim=-1)
+    x64 = x.double()
+    rotated = torch.cat([-x64[..., 8:], x64[..., :8]], dim=-1)
+    exact = x64 * angle.cos() + rotated * angle.sin()
+
+    assert (got.double() - exact).abs().max() < 2e-6
+    assert (got - want).abs().max() < 2e-4
+    assert got.shape == want.shape
 
 
 def test_rope_table_lookup_equals_direct_computation():
