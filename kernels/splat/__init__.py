@@ -1,0 +1,43 @@
+"""3D Gaussian splatting: ``render(...)`` with a readable torch reference and the gsplat fast path.
+
+    image, alpha, meta = render(means, quats, scales, opacities, sh, viewmat, K, W, H, backend="auto")
+
+``reference`` (reference.py) is the specification and runs anywhere, for small images;
+``gsplat`` (gsplat_backend.py) needs CUDA; ``auto`` takes gsplat for CUDA tensors when gsplat can
+be imported, else the reference. ``meta["means2d"].grad`` after ``backward()`` is the viewspace
+gradient in pixels (gsplat keeps a leading camera axis: use ``viewspace_grad(meta)``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from . import reference
+
+BACKENDS = ("auto", "reference", "gsplat")
+
+
+def choose_backend(device: torch.device | str, backend: str = "auto") -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown splat backend {backend!r}; choose one of {BACKENDS}")
+    if backend != "auto":
+        return backend
+    cuda = torch.device(device).type == "cuda"
+    return "gsplat" if cuda and importlib.util.find_spec("gsplat") is not None else "reference"
+
+
+def render(means, quats, scales, opacities, colors, viewmat, K, width, height, backend: str = "auto", **kwargs):
+    if choose_backend(means.device, backend) == "gsplat":
+        from .gsplat_backend import rasterize
+    else:
+        rasterize = reference.rasterize
+    return rasterize(means, quats, scales, opacities, colors, viewmat, K, width, height, **kwargs)
+
+
+def viewspace_grad(meta: dict) -> torch.Tensor:
+    """[N, 2] gradient of the loss w.r.t. the projected centres (pixel units), zeros if none flowed."""
+    means2d = meta["means2d"]
+    grad = means2d.grad if means2d.grad is not None else torch.zeros_like(means2d)
+    return grad[0] if meta.get("means2d_batched") else grad

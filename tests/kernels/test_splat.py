@@ -1,0 +1,147 @@
+"""Gaussian splatting: the torch reference against hand-computed cases and float64 gradients,
+masked rendering, and (GPU tier) gsplat against the reference on images, alphas and gradients."""
+
+import math
+
+import pytest
+import torch
+
+from kernels.splat import choose_backend, render, viewspace_grad
+from kernels.splat.reference import quat_to_rotmat, rasterize, sh_basis
+
+
+def camera(width=24, height=18, focal=30.0, dtype=torch.float32):
+    viewmat = torch.eye(4, dtype=dtype)
+    K = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=dtype)
+    return viewmat, K, width, height
+
+
+def random_gaussians(n, seed=0, dtype=torch.float32, sh_degree=None):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(n, 3, generator=g, dtype=dtype) * torch.tensor([0.5, 0.4, 0.3], dtype=dtype) + torch.tensor([0, 0, 3.0], dtype=dtype)
+    quats = torch.randn(n, 4, generator=g, dtype=dtype)
+    scales = 0.05 + 0.15 * torch.rand(n, 3, generator=g, dtype=dtype)
+    opac = 0.2 + 0.7 * torch.rand(n, generator=g, dtype=dtype)
+    colors = torch.rand(n, 3, generator=g, dtype=dtype) if sh_degree is None else 0.3 * torch.randn(n, (sh_degree + 1) ** 2, 3, generator=g, dtype=dtype)
+    return means, quats, scales, opac, colors
+
+
+def test_one_gaussian_on_a_pixel_centre_has_its_opacity_there():
+    viewmat, K, w, h = camera()
+    # centre projects to pixel centre (12.5, 9.5) -> pixel (row 9, col 12)
+    z = 3.0
+    means = torch.tensor([[0.5 * z / 30.0, 0.5 * z / 30.0, z]])
+    image, alpha, _ = rasterize(means, torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.1), torch.tensor([0.8]), torch.tensor([[0.2, 0.4, 0.6]]), viewmat, K, w, h)
+    assert alpha[9, 12].item() == pytest.approx(0.8, rel=1e-6)
+    assert torch.allclose(image[9, 12], 0.8 * torch.tensor([0.2, 0.4, 0.6]))
+    # one pixel to the right it falls off as exp(-d^T conic d / 2), cov2d = s^2 J J^T + 0.3 I (EWA)
+    x = 0.5 * z / 30.0
+    J = torch.tensor([[30.0 / z, 0, -30.0 * x / z**2], [0, 30.0 / z, -30.0 * x / z**2]], dtype=torch.float64)
+    conic = torch.linalg.inv(0.01 * J @ J.T + 0.3 * torch.eye(2, dtype=torch.float64))
+    assert alpha[9, 13].item() == pytest.approx(0.8 * math.exp(-0.5 * conic[0, 0].item()), rel=1e-5)
+
+
+def test_front_gaussian_occludes_the_back_one_whatever_the_input_order():
+    viewmat, K, w, h = camera()
+    means = torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, 2.0]])
+    quats = torch.tensor([[1.0, 0, 0, 0]] * 2)
+    scales = torch.full((2, 3), 0.3)
+    colors = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])
+    image, _, _ = rasterize(means, quats, scales, torch.tensor([0.99, 0.99]), colors, viewmat, K, w, h)
+    flipped, _, _ = rasterize(means.flip(0), quats, scales, torch.tensor([0.99, 0.99]), colors.flip(0), viewmat, K, w, h)
+    assert image[9, 12, 2] > 0.95 and 0 < image[9, 12, 0] < 0.03  # blue (near) in front of red (far), which leaks through 1 - alpha
+    assert torch.allclose(image, flipped)
+
+
+def test_degree_zero_sh_is_a_constant_colour():
+    viewmat, K, w, h = camera()
+    means, quats, scales, opac, _ = random_gaussians(5)
+    rgb = torch.rand(5, 3)
+    sh = ((rgb - 0.5) / 0.28209479177387814)[:, None, :]
+    a, _, _ = rasterize(means, quats, scales, opac, rgb, viewmat, K, w, h)
+    b, _, _ = rasterize(means, quats, scales, opac, sh, viewmat, K, w, h)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_sh_basis_is_orthonormal_on_the_sphere():
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.nn.functional.normalize(torch.randn(200_000, 3, generator=g, dtype=torch.float64), dim=-1)
+    basis = sh_basis(dirs, 3)
+    gram = 4 * math.pi * basis.T @ basis / len(dirs)
+    assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=0.03)
+
+
+def test_rotation_matrices_are_rotations():
+    R = quat_to_rotmat(torch.randn(10, 4, dtype=torch.float64))
+    assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(10, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(10, dtype=torch.float64))
+
+
+def test_gradcheck_in_float64():
+    viewmat, K, _, _ = camera(dtype=torch.float64)
+    means, quats, scales, opac, colors = random_gaussians(4, seed=1, dtype=torch.float64, sh_degree=1)
+    K = K * torch.tensor([[7 / 24, 1, 7 / 24], [1, 6 / 18, 6 / 18], [1, 1, 1]], dtype=torch.float64)  # a 7x6 image
+    params = [t.clone().requires_grad_(True) for t in (means, quats, scales, opac, colors)]
+
+    def f(m, q, s, o, c):
+        image, alpha, _ = rasterize(m, q, s, o, c, viewmat, K, 7, 6, background=torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
+        return image, alpha
+
+    assert torch.autograd.gradcheck(f, params, eps=1e-6, atol=1e-5)
+
+
+def test_masked_render_equals_full_render_on_the_mask_and_is_background_elsewhere():
+    viewmat, K, w, h = camera()
+    means, quats, scales, opac, colors = random_gaussians(30, seed=2, sh_degree=2)
+    bg = torch.tensor([0.3, 0.1, 0.7])
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[3:11, 5:17] = True
+    full, full_alpha, _ = rasterize(means, quats, scales, opac, colors, viewmat, K, w, h, background=bg)
+    means = means.clone().requires_grad_(True)
+    masked, masked_alpha, _meta = rasterize(means, quats, scales, opac, colors, viewmat, K, w, h, background=bg, pixel_mask=mask)
+    assert torch.allclose(masked[mask], full[mask], atol=1e-6)
+    assert torch.allclose(masked_alpha[mask], full_alpha[mask], atol=1e-6)
+    assert torch.all(masked[~mask] == bg) and torch.all(masked_alpha[~mask] == 0)
+    # pixels outside the mask carry no gradient
+    (masked[~mask].sum()).backward()
+    assert means.grad is None or torch.all(means.grad == 0)
+
+
+def test_viewspace_gradient_flows_to_visible_gaussians_only():
+    viewmat, K, w, h = camera()
+    means, quats, scales, opac, colors = random_gaussians(6, seed=3)
+    means[0] = torch.tensor([50.0, 0.0, 3.0])  # far outside the image
+    means[1] = torch.tensor([0.0, 0.0, -3.0])  # behind the camera
+    image, _, meta = render(means.requires_grad_(True), quats, scales, opac, colors, viewmat, K, w, h, backend="reference")
+    image.sum().backward()
+    grad2d = viewspace_grad(meta)
+    assert meta["visible"].tolist() == [False, False, True, True, True, True]
+    assert torch.all(grad2d[:2] == 0) and torch.all(grad2d[2:].norm(dim=-1) > 0)
+
+
+def test_auto_backend_is_the_reference_on_cpu_and_unknown_backends_are_refused():
+    assert choose_backend("cpu") == "reference"
+    with pytest.raises(ValueError, match="unknown splat backend"):
+        choose_backend("cpu", "optix")
+
+
+@pytest.mark.gpu
+def test_gsplat_matches_the_reference_on_images_alphas_and_gradients():
+    pytest.importorskip("gsplat")
+    viewmat, K, w, h = camera(width=40, height=30, focal=40.0)
+    means, quats, scales, opac, colors = random_gaussians(60, seed=4, sh_degree=2)
+    bg = torch.tensor([0.2, 0.3, 0.4])
+    outs = {}
+    for backend, device in (("reference", "cpu"), ("gsplat", "cuda")):
+        params = [t.to(device).clone().requires_grad_(True) for t in (means, quats, scales, opac, colors)]
+        image, alpha, _meta = render(*params, viewmat.to(device), K.to(device), w, h, backend=backend, background=bg.to(device))
+        weights = torch.linspace(0.5, 1.5, image.numel(), device=device).reshape(image.shape)
+        ((image * weights).sum() + alpha.sum()).backward()
+        outs[backend] = (image.detach().cpu(), alpha.detach().cpu(), [p.grad.cpu() for p in params])
+    (ri, ra, rg), (gi, ga, gg) = outs["reference"], outs["gsplat"]
+    # conventions differ slightly (gsplat stops a pixel at T < 1e-4; radius culling at 3 sigma)
+    assert (ri - gi).abs().max() < 5e-3
+    assert (ra - ga).abs().max() < 5e-3
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "colors"), rg, gg):
+        rel = (a - b).norm() / a.norm().clamp_min(1e-12)
+        assert rel < 2e-2, f"{name} gradient differs by {rel:.3g}"
