@@ -15,3 +15,7 @@ class ConfigError(StreamlabError):
 
 class RunError(StreamlabError):
     pass
+
+
+class DataError(StreamlabError):
+    """Missing, malformed or corrupt input data (a wrong path, a broken video, a bad layout)."""
