@@ -1,0 +1,17 @@
+"""The scene a run streams: the embedded synthetic scene, or a real N3DV scene at ``data.root``."""
+
+from __future__ import annotations
+
+from .scene import Scene, synthetic_scene
+
+
+def load_scene(cfg) -> Scene:
+    d = cfg.data
+    if d.root:
+        from .n3dv import load_n3dv
+
+        return load_n3dv(d.root, max_frames=d.max_frames, downscale=d.downscale)
+    return synthetic_scene(
+        n_frames=d.n_frames, n_cameras=d.n_cameras, width=d.width, height=d.height, seed=d.seed,
+        point_fraction=d.point_fraction, backdrop=tuple(d.backdrop), ball=d.ball, ellipsoid=d.ellipsoid,
+    )

@@ -1,0 +1,137 @@
+"""The N3DV layout (Li et al., Neural 3D Video, CVPR 2022): write the embedded scene in it, and read
+real scenes from it.
+
+A scene folder holds ``poses_bounds.npy`` (LLFF: one row of 17 floats per camera, a 3x5 block of
+camera-to-world [down, right, backwards | position | height, width, focal] and then near, far)
+and one video per camera, ``cam00.mp4`` ... in the same order. cam00 is the test camera.
+The initial point cloud is ``points3D.npy`` ([M, 6]: xyz, rgb in [0, 1]) when present (our writer
+makes one); otherwise points are drawn uniformly in the cameras' shared frustum between the near
+and far bounds (3DGS's random initialisation), as the real N3DV release ships no point cloud.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.errors import DataError
+
+from .scene import Camera, Scene, camera_extent
+
+
+def _video_files(root: Path) -> list[Path]:
+    return sorted(root.glob("cam[0-9][0-9].mp4"))
+
+
+def write_n3dv(scene: Scene, root: str | Path, crf: int = 0) -> Path:
+    """Write ``scene`` as an N3DV folder (H.264 videos; crf 0 with 4:4:4 chroma is near-lossless)."""
+    import av
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cam in scene.cameras:
+        c2w = torch.linalg.inv(cam.viewmat)
+        right, down, forward, pos = c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3]
+        block = torch.stack([down, right, -forward, pos, torch.tensor([cam.height, cam.width, cam.K[0, 0].item()])], 1)
+        depths = (scene.points - cam.center) @ forward
+        rows.append(np.concatenate([block.numpy().reshape(-1), [max(0.05, float(depths.min()) * 0.9), float(depths.max()) * 1.1]]))
+    np.save(root / "poses_bounds.npy", np.stack(rows).astype(np.float64))
+    np.save(root / "points3D.npy", torch.cat([scene.points, scene.point_colors], 1).numpy())
+    frames = (scene.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    for c in range(len(scene.cameras)):
+        path = root / f"cam{c:02d}.mp4"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width, stream.height = scene.cameras[c].width, scene.cameras[c].height
+            stream.pix_fmt = "yuv444p"
+            stream.options = {"crf": str(crf)}
+            for t in range(frames.shape[0]):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t, c]), format="rgb24")))
+            container.mux(stream.encode())
+    return root
+
+
+def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
+    """[T, H, W, 3] uint8 frames of one video; DataError naming the file if it cannot be decoded."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frames = []
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (av.error.FFmpegError, ValueError, IndexError) as err:
+        raise DataError(f"{path}: cannot decode the video ({err}); re-extract or replace this camera's file") from err
+    if not frames:
+        raise DataError(f"{path}: the video has no frames")
+    return np.stack(frames)
+
+
+def load_n3dv(root: str | Path, max_frames: int | None = None, downscale: int = 1, n_random_points: int = 20000, seed: int = 0) -> Scene:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"N3DV scene folder {root} does not exist (data.root= should point at a folder with poses_bounds.npy and cam00.mp4 ...)")
+    poses_path = root / "poses_bounds.npy"
+    if not poses_path.is_file():
+        raise DataError(f"{root} is not an N3DV scene: poses_bounds.npy is missing")
+    try:
+        poses = np.load(poses_path)
+    except (ValueError, OSError) as err:
+        raise DataError(f"{poses_path}: cannot be read as a numpy array ({err})") from err
+    if poses.ndim != 2 or poses.shape[1] != 17:
+        raise DataError(f"{poses_path}: expected one row of 17 floats per camera (LLFF), got shape {poses.shape}")
+    videos = _video_files(root)
+    if len(videos) != len(poses):
+        raise DataError(f"{root}: camera count mismatch, poses_bounds.npy describes {len(poses)} cameras but there are {len(videos)} videos (cam00.mp4 ...)")
+
+    clips = [read_video(v, max_frames) for v in videos]
+    n_frames = min(len(c) for c in clips)
+    if max_frames is not None and n_frames < max_frames:
+        short = [v.name for v, c in zip(videos, clips) if len(c) < max_frames]
+        raise DataError(f"{root}: data.max_frames={max_frames} but {', '.join(short)} have fewer frames ({n_frames})")
+    images = torch.from_numpy(np.stack([c[:n_frames] for c in clips], 1)).float() / 255  # [T, C, H, W, 3]
+    if downscale > 1:
+        t, c, h, w, _ = images.shape
+        images = F.avg_pool2d(images.reshape(t * c, h, w, 3).permute(0, 3, 1, 2), downscale).permute(0, 2, 3, 1)
+        images = images.reshape(t, c, *images.shape[1:])
+    height, width = images.shape[2], images.shape[3]
+
+    cameras = []
+    for i, row in enumerate(poses):
+        block = torch.from_numpy(row[:15].reshape(3, 5)).float()
+        down, right, back, pos, hwf = block.unbind(1)
+        c2w = torch.eye(4)
+        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, -back, pos
+        focal = float(hwf[2]) * width / float(hwf[1])  # rescale to the decoded resolution
+        K = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=torch.float32)
+        cameras.append(Camera(torch.linalg.inv(c2w), K, width, height, name=videos[i].stem))
+
+    points_file = root / "points3D.npy"
+    if points_file.is_file():
+        cloud = torch.from_numpy(np.load(points_file)).float()
+        points, colors = cloud[:, :3], cloud[:, 3:6]
+    else:
+        points, colors = _random_points(cameras, poses[:, 15:], n_random_points, seed)
+    return Scene(
+        cameras=cameras, images=images, test_cameras=[0], points=points, point_colors=colors,
+        background=torch.zeros(3), extent=camera_extent(cameras), truth=None, name=root.name,
+    )
+
+
+def _random_points(cameras: list[Camera], bounds: np.ndarray, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points along random rays of the central camera between its near and far bounds, grey."""
+    g = torch.Generator().manual_seed(seed)
+    cam = cameras[0]
+    near, far = float(bounds[0, 0]), float(bounds[0, 1])
+    pix = torch.rand(n, 2, generator=g) * torch.tensor([cam.width, cam.height])
+    rays = torch.cat([(pix - cam.K[:2, 2]) / cam.K[0, 0], torch.ones(n, 1)], 1)
+    depth = near + (far - near) * torch.rand(n, 1, generator=g)
+    c2w = torch.linalg.inv(cam.viewmat)
+    points = (rays * depth) @ c2w[:3, :3].T + c2w[:3, 3]
+    return points, torch.full((n, 3), 0.5)

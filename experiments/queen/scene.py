@@ -1,0 +1,211 @@
+"""The embedded default scene: a procedurally generated dynamic multi-view video.
+
+A textured static backdrop (Gaussians coloured from Grace Hopper's photograph, which ships with
+matplotlib) and two moving objects: a ball that travels along a curve, and an ellipsoid that spins,
+pulses in size and warms in colour (both textured from matplotlib's Minduka photograph). A
+forward-facing arc of cameras films it, like N3DV's rig; camera 0 (the central one) is held out
+for testing, as N3DV holds out cam00. Everything is a pure function of the seed, and the set of
+moving ground-truth Gaussians is known, so gate precision and recall can be measured.
+
+``Scene`` is also what the N3DV loader (n3dv.py) returns for real data (then ``truth`` is None).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .model import Gaussians, render_gaussians
+
+
+@dataclass
+class Camera:
+    viewmat: torch.Tensor  # [4, 4] world-to-camera, OpenCV axes
+    K: torch.Tensor  # [3, 3]
+    width: int
+    height: int
+    name: str = ""
+
+    @property
+    def center(self) -> torch.Tensor:
+        return -self.viewmat[:3, :3].T @ self.viewmat[:3, 3]
+
+
+@dataclass
+class Truth:
+    """Ground truth of a synthetic scene: the Gaussians of every frame and which of them move."""
+
+    frames: list[Gaussians]
+    dynamic: torch.Tensor  # [N_gt] bool
+
+
+@dataclass
+class Scene:
+    cameras: list[Camera]
+    images: torch.Tensor  # [T, C, H, W, 3] float32 in [0, 1]
+    test_cameras: list[int]
+    points: torch.Tensor  # [M, 3] initial point cloud (COLMAP's role)
+    point_colors: torch.Tensor  # [M, 3] in [0, 1]
+    background: torch.Tensor  # [3]
+    extent: float  # scene radius (3DGS's "cameras_extent"), scales position learning rates
+    truth: Truth | None = None
+    name: str = "synthetic"
+
+    @property
+    def n_frames(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def train_cameras(self) -> list[int]:
+        return [c for c in range(len(self.cameras)) if c not in self.test_cameras]
+
+
+def photograph(name: str) -> torch.Tensor:
+    """[H, W, 3] float in [0, 1] from matplotlib's bundled sample photographs."""
+    import matplotlib.cbook
+    import matplotlib.image
+
+    with matplotlib.cbook.get_sample_data(name) as f:
+        img = np.asarray(matplotlib.image.imread(f, format=name.rsplit(".", 1)[-1]), dtype=np.float32)
+    img = img[..., :3]
+    return torch.from_numpy(img / 255.0 if img.max() > 1.5 else img)
+
+
+def sample_texture(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of ``img`` at ``uv`` in [0, 1]^2 (u across, v down) -> [N, 3]."""
+    grid = (uv * 2 - 1)[None, None].float()
+    out = torch.nn.functional.grid_sample(img.permute(2, 0, 1)[None], grid, align_corners=False)
+    return out[0, :, 0].T.contiguous()
+
+
+def look_at(eye: torch.Tensor, target: torch.Tensor, up=(0.0, -1.0, 0.0)) -> torch.Tensor:
+    """World-to-camera [4, 4] for an OpenCV camera at ``eye`` looking at ``target`` (y down)."""
+    forward = torch.nn.functional.normalize(target - eye, dim=0)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, torch.tensor(up)), dim=0)
+    down = torch.linalg.cross(forward, right)
+    R = torch.stack([right, down, forward])  # rows: camera axes in world coordinates
+    viewmat = torch.eye(4)
+    viewmat[:3, :3] = R
+    viewmat[:3, 3] = -R @ eye
+    return viewmat
+
+
+def camera_arc(n: int, width: int, height: int, radius: float = 3.4, arc_degrees: float = 60.0, focal_factor: float = 1.3) -> list[Camera]:
+    """``n`` cameras on a horizontal arc facing the origin; index 0 is the central one."""
+    angles = torch.linspace(-arc_degrees / 2, arc_degrees / 2, n)
+    order = sorted(range(n), key=lambda i: (abs(angles[i].item()), i))  # central camera first
+    K = torch.tensor([[focal_factor * width, 0, width / 2], [0, focal_factor * width, height / 2], [0, 0, 1]], dtype=torch.float32)
+    cams = []
+    for rank, i in enumerate(order):
+        a = math.radians(angles[i].item())
+        lift = 0.12 * (-1) ** i  # a little vertical parallax, as in a real rig
+        eye = torch.tensor([radius * math.sin(a), lift, -radius * math.cos(a)])
+        cams.append(Camera(look_at(eye, torch.tensor([0.0, 0.0, 0.3])), K.clone(), width, height, name=f"cam{rank:02d}"))
+    return cams
+
+
+def _rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
+    return (rgb - 0.5) / 0.28209479177387814
+
+
+def _blob(n: int, radii: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` points spread over an ellipsoid surface (Fibonacci sphere) and their texture uv."""
+    i = torch.arange(n, dtype=torch.float32) + 0.5
+    phi = torch.acos(1 - 2 * i / n)
+    theta = math.pi * (1 + 5**0.5) * i
+    unit = torch.stack([torch.cos(theta) * torch.sin(phi), torch.cos(phi), torch.sin(theta) * torch.sin(phi)], -1)
+    uv = torch.stack([(theta / (2 * math.pi)) % 1.0, phi / math.pi], -1)
+    return unit * radii, uv
+
+
+def _rotation_y(angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float32)
+
+
+def _quat_from_rotation_y(angle: float) -> torch.Tensor:
+    return torch.tensor([math.cos(angle / 2), 0.0, math.sin(angle / 2), 0.0])
+
+
+def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48) -> Truth:
+    """Ground-truth Gaussians for every frame (SH degree 0 colours in f_dc; f_rest zero)."""
+    g = torch.Generator().manual_seed(seed)
+    hopper, minduka = photograph("grace_hopper.jpg"), photograph("Minduka_Present_Blue_Pack.png")
+
+    # backdrop: a textured wall at z = 1.4 with a little relief
+    nx, ny = backdrop
+    u, v = torch.meshgrid(torch.linspace(0, 1, nx), torch.linspace(0, 1, ny), indexing="xy")
+    uv = torch.stack([u.reshape(-1), v.reshape(-1)], -1)
+    wall = torch.stack([(uv[:, 0] - 0.5) * 4.0, (uv[:, 1] - 0.5) * 3.0, 1.4 + 0.05 * torch.randn(len(uv), generator=g)], -1)
+    spacing = 4.0 / (nx - 1)
+    wall_scale = torch.tensor([0.75 * spacing, 0.75 * spacing, 0.03]).expand(len(uv), 3)
+    wall_rgb = sample_texture(hopper, uv)
+
+    # moving objects, in object coordinates
+    ball_pts, ball_uv = _blob(ball, torch.tensor([0.28, 0.28, 0.28]), g)
+    ell_pts, ell_uv = _blob(ellipsoid, torch.tensor([0.22, 0.40, 0.22]), g)
+    ball_rgb = sample_texture(minduka, ball_uv)
+    ell_rgb = sample_texture(minduka, 0.5 + 0.5 * (ell_uv - 0.5))
+    phase = torch.rand(1, generator=g).item() * 2 * math.pi
+
+    frames = []
+    for t in range(n_frames):
+        s = t / max(1, n_frames - 1)
+        ball_center = torch.tensor([-0.55 + 0.55 * s, -0.30 + 0.25 * math.sin(math.pi * s + phase), 0.1])
+        angle = 1.2 * s
+        pulse = 1.0 + 0.15 * math.sin(2 * math.pi * s)
+        ell_center = torch.tensor([0.55, 0.15, 0.3])
+        ell_world = (ell_pts * pulse) @ _rotation_y(angle).T + ell_center
+        warm = torch.tensor([0.25, 0.0, -0.2]) * s  # the ellipsoid warms in colour over the clip
+
+        xyz = torch.cat([wall, ball_pts + ball_center, ell_world])
+        scale = torch.cat([wall_scale, torch.full((ball, 3), 0.085), torch.full((ellipsoid, 3), 0.085 * pulse)])
+        rot = torch.cat([torch.tensor([[1.0, 0, 0, 0]]).expand(len(wall) + ball, 4), _quat_from_rotation_y(angle).expand(ellipsoid, 4)])
+        rgb = torch.cat([wall_rgb, ball_rgb, (ell_rgb + warm).clamp(0.02, 0.98)])
+        frames.append(
+            Gaussians(
+                xyz=xyz.float(), f_dc=_rgb_to_sh_dc(rgb).float(), f_rest=torch.zeros(len(xyz), 0),
+                log_scale=torch.log(scale).float(), rot=rot.float(), opacity_logit=torch.full((len(xyz), 1), 3.0),
+            )
+        )
+    dynamic = torch.cat([torch.zeros(len(wall), dtype=torch.bool), torch.ones(ball + ellipsoid, dtype=torch.bool)])
+    return Truth(frames=frames, dynamic=dynamic)
+
+
+def camera_extent(cameras: list[Camera]) -> float:
+    """3DGS's scene radius: 1.1 x the largest distance of a camera centre from their mean."""
+    centers = torch.stack([c.center for c in cameras])
+    return 1.1 * float(torch.linalg.norm(centers - centers.mean(0), dim=-1).max())
+
+
+@torch.no_grad()
+def synthetic_scene(
+    n_frames: int = 6, n_cameras: int = 7, width: int = 32, height: int = 24, seed: int = 0,
+    point_fraction: float = 0.6, point_jitter: float = 0.03, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48,
+) -> Scene:
+    """Render the ground truth from ``n_cameras`` for ``n_frames``; camera 0 is the test view.
+
+    The initial point cloud plays COLMAP's role: a random ``point_fraction`` of the frame-1
+    Gaussians' centres, jittered by ``point_jitter`` (scene units), with their colours.
+    """
+    if n_cameras < 2:
+        raise ValueError(f"need at least 2 cameras (one is held out for testing), got {n_cameras}")
+    truth = synthetic_truth(n_frames, seed, backdrop, ball, ellipsoid)
+    cams = camera_arc(n_cameras, width, height)
+    background = torch.zeros(3)
+    images = torch.stack([
+        torch.stack([render_gaussians(frame, cam, background, backend="reference")[0] for cam in cams]) for frame in truth.frames
+    ]).clamp(0, 1)
+    g = torch.Generator().manual_seed(seed + 1)
+    first = truth.frames[0]
+    pick = torch.randperm(len(first), generator=g)[: max(8, int(point_fraction * len(first)))]
+    points = first.xyz[pick] + point_jitter * torch.randn(len(pick), 3, generator=g)
+    colors = (first.f_dc[pick] * 0.28209479177387814 + 0.5).clamp(0, 1)
+    return Scene(
+        cameras=cams, images=images.float(), test_cameras=[0], points=points, point_colors=colors,
+        background=background, extent=camera_extent(cams),
+        truth=truth, name=f"synthetic-seed{seed}",
+    )

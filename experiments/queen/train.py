@@ -1,0 +1,363 @@
+"""Training: the frame-1 3DGS fit (with densification) and QUEEN's per-frame residual learning.
+
+Read top to bottom: parameter bookkeeping, the keyframe fit, the viewspace-gradient difference
+and pixel masks, the residual frame. ``stream.py`` runs them over a video and writes the bitstream.
+Defaults are QUEEN's N3DV values (handbook brief 2.2-2.6); presets scale iteration counts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from kernels.splat import viewspace_grad
+from shared.metrics import ssim
+
+from .model import Gaussians, LatentDecoder, PositionGate, render_gaussians, rest_width
+from .scene import Scene
+
+QUANTIZED = ("f_dc", "rot", "opacity_logit", "log_scale")  # "sq_res" residual decoders; f_rest is "sq"
+
+
+def photometric_loss(image: torch.Tensor, target: torch.Tensor, lambda_ssim: float = 0.2) -> torch.Tensor:
+    """QUEEN's (and 3DGS's) image loss: 0.8 L1 + 0.2 (1 - SSIM)."""
+    return (1 - lambda_ssim) * (image - target).abs().mean() + lambda_ssim * (1 - ssim(image, target))
+
+
+def camera_schedule(cameras: list[int], iterations: int, seed: int) -> list[int]:
+    """Cameras drawn without replacement within each epoch (a pure function of the seed)."""
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while len(order) < iterations:
+        order += [cameras[i] for i in torch.randperm(len(cameras), generator=g).tolist()]
+    return order[:iterations]
+
+
+def ndc_grad_norm(meta: dict, camera) -> torch.Tensor:
+    """|dL/d mean2d| in Inria's NDC units (pixel gradient x W/2, x H/2), the units of QUEEN's thresholds."""
+    grad = viewspace_grad(meta)
+    scale = torch.tensor([camera.width / 2, camera.height / 2], dtype=grad.dtype, device=grad.device)
+    return torch.linalg.norm(grad * scale, dim=-1)
+
+
+class PerGaussianParams:
+    """Per-Gaussian tensors (rows = Gaussians) with one Adam, whose state follows row edits."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], lrs: dict[str, float]):
+        self.params = {k: torch.nn.Parameter(v.detach().clone()) for k, v in tensors.items()}
+        self.optimizer = torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k} for k, p in self.params.items()], eps=1e-15)
+
+    def __getitem__(self, name: str) -> torch.nn.Parameter:
+        return self.params[name]
+
+    def edit_rows(self, keep: torch.Tensor, new_rows: dict[str, torch.Tensor]) -> None:
+        """Keep the rows ``keep`` (bool) and append ``new_rows``; Adam moments of new rows start at 0."""
+        for group in self.optimizer.param_groups:
+            old = group["params"][0]
+            name = group["name"]
+            fresh = torch.nn.Parameter(torch.cat([old.detach()[keep], new_rows[name].detach()]))
+            state = self.optimizer.state.pop(old, None)
+            if state:
+                n_new = len(new_rows[name])
+                for key in ("exp_avg", "exp_avg_sq"):
+                    state[key] = torch.cat([state[key][keep], torch.zeros(n_new, *state[key].shape[1:])])
+                self.optimizer.state[fresh] = state
+            group["params"][0] = fresh
+            self.params[name] = fresh
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame 1 (and every frame of the per-frame-retraining baseline): a 3DGS fit with densification.
+# ---------------------------------------------------------------------------------------------
+
+
+def initial_gaussians(points: torch.Tensor, colors: torch.Tensor, rest_latent_dim: int) -> dict[str, torch.Tensor]:
+    """3DGS's initialisation from a point cloud: scales from the 3 nearest neighbours, opacity 0.1."""
+    dist = torch.cdist(points, points)
+    dist.fill_diagonal_(torch.inf)
+    knn = dist.topk(min(3, len(points) - 1), largest=False).values.mean(-1).clamp_min(1e-4)
+    n = len(points)
+    return {
+        "xyz": points.clone(),
+        "f_dc": (colors - 0.5) / 0.28209479177387814,
+        "rest_latent": torch.zeros(n, rest_latent_dim),
+        "log_scale": torch.log(knn)[:, None].repeat(1, 3),
+        "rot": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
+        "opacity_logit": torch.full((n, 1), math.log(0.1 / 0.9)),
+    }
+
+
+class Keyframe:
+    """Frame-1 representation: float attributes, f_rest as integer latents through an "sq" decoder."""
+
+    def __init__(self, scene: Scene, cfg: DictConfig):
+        self.cfg = cfg
+        q = cfg.quant.f_rest
+        self.rest_decoder = LatentDecoder(q.latent_dim, rest_width(cfg.sh_degree), q.basis, q.init_std, seed=cfg.seed)
+        lr = cfg.keyframe.lr
+        lrs = {"xyz": lr.xyz * scene.extent, "f_dc": lr.f_dc, "rest_latent": lr.rest_latent, "log_scale": lr.scale, "rot": lr.rot, "opacity_logit": lr.opacity}
+        self.params = PerGaussianParams(initial_gaussians(scene.points, scene.point_colors, q.latent_dim), lrs)
+        self.decoder_optimizer = torch.optim.Adam(self.rest_decoder.parameters(), lr=lr.rest_decoder, eps=1e-15)
+
+    def gaussians(self) -> Gaussians:
+        p = self.params
+        return Gaussians(p["xyz"], p["f_dc"], self.rest_decoder(p["rest_latent"]), p["log_scale"], p["rot"], p["opacity_logit"])
+
+    @torch.no_grad()
+    def commit(self) -> tuple[Gaussians, torch.Tensor]:
+        """(the frame as decoded from its payload, the f_rest integer symbols)."""
+        p = {k: v.detach().clone() for k, v in self.params.params.items()}
+        symbols = torch.round(p["rest_latent"]).to(torch.int32)
+        return Gaussians(p["xyz"], p["f_dc"], self.rest_decoder.decode_symbols(symbols), p["log_scale"], p["rot"], p["opacity_logit"]), symbols
+
+    def densify(self, grad_avg: torch.Tensor, extent: float, generator: torch.Generator) -> None:
+        """3DGS adaptive density control: clone small Gaussians with large viewspace gradients, split
+        large ones into two samples, then prune nearly transparent ones."""
+        c = self.cfg.keyframe.densify
+        p = {k: v.detach() for k, v in self.params.params.items()}
+        big_grad = grad_avg >= c.grad_threshold
+        large = torch.exp(p["log_scale"]).max(-1).values > c.percent_dense * extent
+        clone, split = big_grad & ~large, big_grad & large
+        new = {k: v[clone] for k, v in p.items()}
+        if split.any():
+            from kernels.splat.reference import quat_to_rotmat
+
+            std = torch.exp(p["log_scale"][split]).repeat(2, 1)
+            offsets = (quat_to_rotmat(p["rot"][split]).repeat(2, 1, 1) @ (torch.randn(std.shape, generator=generator) * std)[..., None])[..., 0]
+            for k, v in p.items():
+                rows = v[split].repeat(2, 1)
+                if k == "xyz":
+                    rows = rows + offsets
+                elif k == "log_scale":
+                    rows = rows - math.log(1.6)
+                new[k] = torch.cat([new[k], rows])
+        keep = ~split
+        self.params.edit_rows(keep, new)
+        transparent = torch.sigmoid(self.params["opacity_logit"].detach()[:, 0]) < c.min_opacity
+        if transparent.any() and (~transparent).sum() >= 8:
+            self.params.edit_rows(~transparent, {k: v[:0] for k, v in self.params.params.items()})
+
+
+def fit_keyframe(scene: Scene, frame: int, cfg: DictConfig, bar=None) -> Keyframe:
+    """Fit frame ``frame`` from the scene's point cloud (the paper's frame 1; the retraining baseline)."""
+    key = Keyframe(scene, cfg)
+    kc = cfg.keyframe
+    iterations = kc.epochs * len(scene.train_cameras)
+    schedule = camera_schedule(scene.train_cameras, iterations, cfg.seed * 7919 + frame)
+    generator = torch.Generator().manual_seed(cfg.seed + 17 * frame)
+    grad_sum = torch.zeros(len(scene.points))
+    grad_count = torch.zeros(len(scene.points))
+    lr0, lr1 = kc.lr.xyz * scene.extent, kc.lr.xyz_final * scene.extent
+    for it, cam_index in enumerate(schedule):
+        for group in key.params.optimizer.param_groups:
+            if group["name"] == "xyz":
+                group["lr"] = lr0 * (lr1 / lr0) ** (it / max(1, iterations - 1))
+        cam = scene.cameras[cam_index]
+        image, _, meta = render_gaussians(key.gaussians(), cam, scene.background, backend=cfg.backend)
+        loss = photometric_loss(image, scene.images[frame, cam_index])
+        loss.backward()
+        with torch.no_grad():
+            visible = meta["visible"]
+            grad_sum[visible] += ndc_grad_norm(meta, cam)[visible]
+            grad_count[visible] += 1
+        key.params.optimizer.step()
+        key.decoder_optimizer.step()
+        key.params.optimizer.zero_grad(set_to_none=True)
+        key.decoder_optimizer.zero_grad(set_to_none=True)
+        epoch, within = divmod(it + 1, len(scene.train_cameras))
+        d = kc.densify
+        if within == 0 and d.from_epoch <= epoch < d.until_epoch and epoch % d.every_epochs == 0:
+            key.densify(grad_sum / grad_count.clamp_min(1), scene.extent, generator)
+            grad_sum = torch.zeros(len(key.params["xyz"]))
+            grad_count = torch.zeros(len(key.params["xyz"]))
+        if bar is not None:
+            bar.update()
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames >= 2: where did the scene change? (viewspace-gradient difference, pixel masks)
+# ---------------------------------------------------------------------------------------------
+
+
+def viewspace_difference(prev: Gaussians, scene: Scene, frame: int, backend: str = "auto") -> torch.Tensor:
+    """d_i = sum over training cameras of |dL/d mean2d_i| (NDC units) for visible Gaussians, with
+    L = MSE(render, GT_t) - MSE(render, GT_{t-1}) and the previous frame's Gaussians rendered.
+    Exactly 0 for every Gaussian when the two frames are identical."""
+    d = torch.zeros(len(prev))
+    xyz = prev.xyz.detach().clone().requires_grad_(True)
+    g = Gaussians(xyz, prev.f_dc, prev.f_rest, prev.log_scale, prev.rot, prev.opacity_logit)
+    for c in scene.train_cameras:
+        cam = scene.cameras[c]
+        image, _, meta = render_gaussians(g, cam, scene.background, backend=backend)
+        loss = F.mse_loss(image, scene.images[frame, c]) - F.mse_loss(image, scene.images[frame - 1, c])
+        loss.backward()
+        with torch.no_grad():
+            d[meta["visible"]] += ndc_grad_norm(meta, cam)[meta["visible"]]
+        xyz.grad = None
+    return d
+
+
+@torch.no_grad()
+def changed_pixels(prev: Gaussians, d: torch.Tensor, camera, background, threshold: float, tile: int, backend: str = "auto") -> torch.Tensor:
+    """QUEEN's adaptive mask for one camera: render only Gaussians with d > threshold, take
+    alpha > 0.5, dilate to whole ``tile`` x ``tile`` tiles (max-pool then nearest upsampling)."""
+    moving = d > threshold
+    if not moving.any():
+        return torch.zeros(camera.height, camera.width, dtype=torch.bool)
+    _, alpha, _ = render_gaussians(prev.index(moving), camera, background, backend=backend)
+    coarse = F.max_pool2d((alpha > 0.5).float()[None, None], tile, stride=tile, ceil_mode=True)
+    return F.interpolate(coarse, scale_factor=tile, mode="nearest")[0, 0, : camera.height, : camera.width] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames >= 2: the residual frame.
+# ---------------------------------------------------------------------------------------------
+
+
+class ResidualCodecState:
+    """What persists between residual frames: the decoders (trained on), f_rest latents and symbols."""
+
+    def __init__(self, cfg: DictConfig, rest_decoder: LatentDecoder, rest_latent: torch.Tensor):
+        self.decoders = {
+            name: LatentDecoder(q.latent_dim, out, q.basis, q.init_std, seed=cfg.seed + i)
+            for i, (name, out) in enumerate(zip(QUANTIZED, (3, 4, 1, 3)))
+            for q in [cfg.quant[name]]
+        }
+        self.rest_decoder = rest_decoder
+        self.rest_latent = rest_latent.detach().clone()
+        self.rest_symbols = torch.round(self.rest_latent).to(torch.int32)
+
+    def state_dict(self) -> dict:
+        return {
+            "decoders": {k: v.state_dict() for k, v in self.decoders.items()}, "rest_decoder": self.rest_decoder.state_dict(),
+            "rest_latent": self.rest_latent, "rest_symbols": self.rest_symbols,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in self.decoders.items():
+            v.load_state_dict(state["decoders"][k])
+        self.rest_decoder.load_state_dict(state["rest_decoder"])
+        self.rest_latent, self.rest_symbols = state["rest_latent"], state["rest_symbols"]
+
+
+class ResidualFrame:
+    """One frame of QUEEN: learn residuals of every attribute on top of the frozen previous frame.
+
+    ``gate``: position residuals pass through the L0 gate (else every Gaussian's offset is kept).
+    ``quantize``: colour/rotation/opacity/scale residuals (and f_rest) are integer latents through
+    the persistent decoders (else they are free float32 residuals: the 3DGStream-style baseline).
+    """
+
+    def __init__(self, prev: Gaussians, codec: ResidualCodecState, cfg: DictConfig, extent: float, d: torch.Tensor, gate: bool, quantize: bool):
+        self.prev, self.codec, self.cfg, self.use_gate, self.quantize = prev.detach(), codec, cfg, gate, quantize
+        n, r = len(prev), cfg.residual
+        self.xyz = torch.nn.Parameter(prev.xyz.detach().clone())
+        groups = [{"params": [self.xyz], "lr": r.lr.xyz * extent}]
+        if quantize:
+            self.latents = {k: torch.nn.Parameter(torch.zeros(n, cfg.quant[k].latent_dim)) for k in QUANTIZED}
+            self.rest_latent = torch.nn.Parameter(codec.rest_latent.clone())
+            groups += [{"params": [self.latents[k]], "lr": cfg.quant[k].latent_lr} for k in QUANTIZED]
+            groups += [{"params": list(codec.decoders[k].parameters()), "lr": cfg.quant[k].decoder_lr} for k in QUANTIZED]
+            groups += [{"params": [self.rest_latent], "lr": cfg.quant.f_rest.latent_lr}, {"params": list(codec.rest_decoder.parameters()), "lr": cfg.quant.f_rest.decoder_lr}]
+        else:
+            self.deltas = {k: torch.nn.Parameter(torch.zeros_like(getattr(prev, k))) for k in ("f_dc", "f_rest", "rot", "opacity_logit", "log_scale")}
+            groups += [{"params": [self.deltas[k]], "lr": r.float_lr[k]} for k in self.deltas]
+        self.optimizer = torch.optim.Adam(groups, eps=1e-15)  # a fresh Adam every frame, as QUEEN
+        self.gate = PositionGate(n, **cfg.gate.hard_concrete)
+        if gate:
+            self.gate.init_from_difference(d)
+            self.gate_optimizer = torch.optim.Adam(self.gate.parameters(), lr=cfg.gate.lr, eps=1e-15)
+
+    def gate_values(self) -> torch.Tensor:
+        return self.gate() if self.use_gate else torch.ones(len(self.prev))
+
+    def gaussians(self) -> Gaussians:
+        p = self.prev
+        xyz = p.xyz + self.gate_values()[:, None] * (self.xyz - p.xyz)
+        if self.quantize:
+            dec = self.codec.decoders
+            return Gaussians(
+                xyz, p.f_dc + dec["f_dc"](self.latents["f_dc"]), self.codec.rest_decoder(self.rest_latent),
+                p.log_scale + dec["log_scale"](self.latents["log_scale"]), p.rot + dec["rot"](self.latents["rot"]),
+                p.opacity_logit + dec["opacity_logit"](self.latents["opacity_logit"]),
+            )
+        dl = self.deltas
+        return Gaussians(xyz, p.f_dc + dl["f_dc"], p.f_rest + dl["f_rest"], p.log_scale + dl["log_scale"], p.rot + dl["rot"], p.opacity_logit + dl["opacity_logit"])
+
+    def loss(self, image, target) -> torch.Tensor:
+        loss = photometric_loss(image, target)
+        if self.use_gate:
+            loss = loss + self.cfg.gate.lambda_l0 * self.gate.prob_open().mean()
+        return loss
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.use_gate:
+            self.gate_optimizer.step()
+            self.gate_optimizer.zero_grad(set_to_none=True)
+            self.gate.clamp_()
+
+    @torch.no_grad()
+    def commit(self) -> tuple[Gaussians, dict]:
+        """The frame as the decoder will rebuild it, and the payload to encode.
+
+        Every attribute is recomputed from what is stored (integer symbols, decoder weights, gated
+        float32 offsets), with the same operations the decoder runs, so decoding is exact.
+        """
+        p = self.prev
+        g = self.gate_values()
+        open_ = g > 0
+        offset = g[:, None] * (self.xyz - p.xyz)
+        xyz = p.xyz + torch.where(open_[:, None], offset, torch.zeros_like(offset))
+        payload: dict = {"gate_open": open_, "xyz_offset": offset[open_]}
+        if self.quantize:
+            dec = self.codec.decoders
+            symbols = {k: torch.round(self.latents[k]).to(torch.int32) for k in QUANTIZED}
+            rest_symbols = torch.round(self.rest_latent).to(torch.int32)
+            payload.update({f"{k}_symbols": s for k, s in symbols.items()})
+            payload["f_rest_symbol_delta"] = rest_symbols - self.codec.rest_symbols
+            payload["decoders"] = {k: dec[k].payload() for k in QUANTIZED} | {"f_rest": self.codec.rest_decoder.payload()}
+            state = Gaussians(
+                xyz, p.f_dc + dec["f_dc"].decode_symbols(symbols["f_dc"]), self.codec.rest_decoder.decode_symbols(rest_symbols),
+                p.log_scale + dec["log_scale"].decode_symbols(symbols["log_scale"]), p.rot + dec["rot"].decode_symbols(symbols["rot"]),
+                p.opacity_logit + dec["opacity_logit"].decode_symbols(symbols["opacity_logit"]),
+            )
+            self.codec.rest_latent, self.codec.rest_symbols = self.rest_latent.detach().clone(), rest_symbols
+        else:
+            payload.update({f"{k}_delta": v.detach().clone() for k, v in self.deltas.items()})
+            dl = self.deltas
+            state = Gaussians(xyz, p.f_dc + dl["f_dc"], p.f_rest + dl["f_rest"], p.log_scale + dl["log_scale"], p.rot + dl["rot"], p.opacity_logit + dl["opacity_logit"])
+        return state.detach(), payload
+
+
+def train_residual_frame(prev: Gaussians, codec: ResidualCodecState, scene: Scene, frame: int, cfg: DictConfig, gate: bool, quantize: bool, bar=None):
+    """Learn frame ``frame`` from ``prev``; returns (committed Gaussians, payload, diagnostics)."""
+    r = cfg.residual
+    d = viewspace_difference(prev, scene, frame, cfg.backend)
+    masks = {c: changed_pixels(prev, d, scene.cameras[c], scene.background, r.mask_threshold, r.mask_tile, cfg.backend) for c in scene.train_cameras}
+    model = ResidualFrame(prev, codec, cfg, scene.extent, d, gate, quantize)
+    n_train = len(scene.train_cameras)
+    iterations = r.epochs * n_train
+    masked_iterations = math.ceil(r.masked_epochs_fraction * r.epochs) * n_train if r.masked_rendering else 0
+    for it, c in enumerate(camera_schedule(scene.train_cameras, iterations, cfg.seed * 104729 + frame)):
+        cam, target = scene.cameras[c], scene.images[frame, c]
+        mask = masks[c] if it < masked_iterations else None
+        if mask is not None and not mask.any():
+            if bar is not None:
+                bar.update()
+            continue  # nothing changed in this view: skip, as the tile-masked rasterizer would
+        image, _, _ = render_gaussians(model.gaussians(), cam, scene.background, backend=cfg.backend, pixel_mask=mask)
+        if mask is not None:  # loss on the changed pixels only
+            target = torch.where(mask[..., None], target, scene.background)
+        model.loss(image, target).backward()
+        model.step()
+        if bar is not None:
+            bar.update()
+    state, payload = model.commit()
+    diagnostics = {"d": d, "gate_values": model.gate_values().detach(), "mask_fraction": float(torch.stack(list(masks.values())).float().mean())}
+    return state, payload, diagnostics
