@@ -46,6 +46,9 @@ class Gaussians:
     def index(self, keep) -> Gaussians:
         return Gaussians(**{k: v[keep] for k, v in self.as_dict().items()})
 
+    def to(self, device) -> Gaussians:
+        return Gaussians(**{k: v.to(device) for k, v in self.as_dict().items()})
+
 
 def render_gaussians(g: Gaussians, camera, background: torch.Tensor, backend: str = "auto", pixel_mask=None):
     """(image [H, W, 3], alpha [H, W], meta) of ``g`` seen by ``camera`` (scene.Camera)."""

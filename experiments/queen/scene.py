@@ -33,6 +33,9 @@ class Camera:
     def center(self) -> torch.Tensor:
         return -self.viewmat[:3, :3].T @ self.viewmat[:3, 3]
 
+    def to(self, device) -> Camera:
+        return Camera(self.viewmat.to(device), self.K.to(device), self.width, self.height, self.name)
+
 
 @dataclass
 class Truth:
@@ -61,6 +64,19 @@ class Scene:
     @property
     def train_cameras(self) -> list[int]:
         return [c for c in range(len(self.cameras)) if c not in self.test_cameras]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device) -> Scene:
+        """The scene on ``device`` (cameras, images, point cloud; the ground truth too)."""
+        truth = None if self.truth is None else Truth([f.to(device) for f in self.truth.frames], self.truth.dynamic.to(device))
+        return Scene(
+            cameras=[c.to(device) for c in self.cameras], images=self.images.to(device), test_cameras=self.test_cameras,
+            points=self.points.to(device), point_colors=self.point_colors.to(device), background=self.background.to(device),
+            extent=self.extent, truth=truth, name=self.name,
+        )
 
 
 def photograph(name: str) -> torch.Tensor:
@@ -185,11 +201,13 @@ def camera_extent(cameras: list[Camera]) -> float:
 def synthetic_scene(
     n_frames: int = 6, n_cameras: int = 7, width: int = 32, height: int = 24, seed: int = 0,
     point_fraction: float = 0.6, point_jitter: float = 0.03, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48,
+    device: str = "cpu",
 ) -> Scene:
     """Render the ground truth from ``n_cameras`` for ``n_frames``; camera 0 is the test view.
 
     The initial point cloud plays COLMAP's role: a random ``point_fraction`` of the frame-1
     Gaussians' centres, jittered by ``point_jitter`` (scene units), with their colours.
+    Ground truth is rendered on ``device`` (gsplat on CUDA at paper scale) and returned there.
     """
     if n_cameras < 2:
         raise ValueError(f"need at least 2 cameras (one is held out for testing), got {n_cameras}")
@@ -197,7 +215,7 @@ def synthetic_scene(
     cams = camera_arc(n_cameras, width, height)
     background = torch.zeros(3)
     images = torch.stack([
-        torch.stack([render_gaussians(frame, cam, background, backend="reference")[0] for cam in cams]) for frame in truth.frames
+        torch.stack([render_gaussians(frame.to(device), cam.to(device), background.to(device))[0].cpu() for cam in cams]) for frame in truth.frames
     ]).clamp(0, 1)
     g = torch.Generator().manual_seed(seed + 1)
     first = truth.frames[0]
@@ -208,4 +226,4 @@ def synthetic_scene(
         cameras=cams, images=images.float(), test_cameras=[0], points=points, point_colors=colors,
         background=background, extent=camera_extent(cams),
         truth=truth, name=f"synthetic-seed{seed}",
-    )
+    ).to(device)

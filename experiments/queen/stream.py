@@ -95,10 +95,10 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
     decoder = codec.StreamDecoder()
     start = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=scene.device)
         start, records, extras, prev = state["next_frame"], state["records"], state["extras"], state["prev"]
         if state["codec"] is not None:
-            rest = LatentDecoder(cfg.quant.f_rest.latent_dim, rest_width(cfg.sh_degree), cfg.quant.f_rest.basis, cfg.quant.f_rest.init_std)
+            rest = LatentDecoder(cfg.quant.f_rest.latent_dim, rest_width(cfg.sh_degree), cfg.quant.f_rest.basis, cfg.quant.f_rest.init_std).to(scene.device)
             codec_state = ResidualCodecState(cfg, rest, state["codec"]["rest_latent"])
             codec_state.load_state_dict(state["codec"])
         for t in range(start):  # rebuild the independent decoder from the bytes on disk
@@ -120,7 +120,7 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
         seconds = time.perf_counter() - t0
 
         n_bytes = codec.write_frame(bitstream_dir, t, kind, len(committed), payload)
-        decoded = decoder.apply(codec.frame_path(bitstream_dir, t).read_bytes(), source=f"frame_{t:05d}.qbin")
+        decoded = decoder.apply(codec.frame_path(bitstream_dir, t).read_bytes(), source=f"frame_{t:05d}.qbin").to(scene.device)
         evaluation = evaluate_frame(committed, scene, t, cfg.backend)
         decoded_eval = evaluate_frame(decoded, scene, t, cfg.backend)
         record = {
@@ -133,13 +133,13 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
             open_ = diagnostics["gate_values"] > 0
             dynamic = dynamic_labels(prev, scene, t)
             record |= gate_scores(open_, dynamic) | {"mask_fraction": diagnostics["mask_fraction"]}
-            extras["gate_open"].append(open_.numpy())
-            extras["dynamic"].append(None if dynamic is None else dynamic.numpy())
+            extras["gate_open"].append(open_.cpu().numpy())
+            extras["dynamic"].append(None if dynamic is None else dynamic.cpu().numpy())
             cam = scene.cameras[scene.test_cameras[0]]
             from kernels.splat.reference import project
 
-            extras["means_test"].append(project(prev.xyz, prev.rot, torch.exp(prev.log_scale), cam.viewmat, cam.K)[1].numpy())
-        extras["renders"].append((evaluation["render"].numpy() * 255).astype(np.uint8))
+            extras["means_test"].append(project(prev.xyz, prev.rot, torch.exp(prev.log_scale), cam.viewmat, cam.K)[1].cpu().numpy())
+        extras["renders"].append((evaluation["render"].cpu().numpy() * 255).round().astype(np.uint8))
         records.append(record)
         if run is not None:
             run.logger.log({k: v for k, v in record.items() if k != "frame"}, step=t, scope=scope)

@@ -63,7 +63,7 @@ class PerGaussianParams:
             if state:
                 n_new = len(new_rows[name])
                 for key in ("exp_avg", "exp_avg_sq"):
-                    state[key] = torch.cat([state[key][keep], torch.zeros(n_new, *state[key].shape[1:])])
+                    state[key] = torch.cat([state[key][keep], state[key].new_zeros(n_new, *state[key].shape[1:])])
                 self.optimizer.state[fresh] = state
             group["params"][0] = fresh
             self.params[name] = fresh
@@ -83,10 +83,10 @@ def initial_gaussians(points: torch.Tensor, colors: torch.Tensor, rest_latent_di
     return {
         "xyz": points.clone(),
         "f_dc": (colors - 0.5) / 0.28209479177387814,
-        "rest_latent": torch.zeros(n, rest_latent_dim),
+        "rest_latent": points.new_zeros(n, rest_latent_dim),
         "log_scale": torch.log(knn)[:, None].repeat(1, 3),
-        "rot": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
-        "opacity_logit": torch.full((n, 1), math.log(0.1 / 0.9)),
+        "rot": points.new_tensor([1.0, 0, 0, 0]).repeat(n, 1),
+        "opacity_logit": points.new_full((n, 1), math.log(0.1 / 0.9)),
     }
 
 
@@ -96,7 +96,7 @@ class Keyframe:
     def __init__(self, scene: Scene, cfg: DictConfig):
         self.cfg = cfg
         q = cfg.quant.f_rest
-        self.rest_decoder = LatentDecoder(q.latent_dim, rest_width(cfg.sh_degree), q.basis, q.init_std, seed=cfg.seed)
+        self.rest_decoder = LatentDecoder(q.latent_dim, rest_width(cfg.sh_degree), q.basis, q.init_std, seed=cfg.seed).to(scene.device)
         lr = cfg.keyframe.lr
         lrs = {"xyz": lr.xyz * scene.extent, "f_dc": lr.f_dc, "rest_latent": lr.rest_latent, "log_scale": lr.scale, "rot": lr.rot, "opacity_logit": lr.opacity}
         self.params = PerGaussianParams(initial_gaussians(scene.points, scene.point_colors, q.latent_dim), lrs)
@@ -126,7 +126,8 @@ class Keyframe:
             from kernels.splat.reference import quat_to_rotmat
 
             std = torch.exp(p["log_scale"][split]).repeat(2, 1)
-            offsets = (quat_to_rotmat(p["rot"][split]).repeat(2, 1, 1) @ (torch.randn(std.shape, generator=generator) * std)[..., None])[..., 0]
+            noise = torch.randn(std.shape, generator=generator).to(std.device)  # CPU generator: same draws on any device
+            offsets = (quat_to_rotmat(p["rot"][split]).repeat(2, 1, 1) @ (noise * std)[..., None])[..., 0]
             for k, v in p.items():
                 rows = v[split].repeat(2, 1)
                 if k == "xyz":
@@ -148,8 +149,8 @@ def fit_keyframe(scene: Scene, frame: int, cfg: DictConfig, bar=None) -> Keyfram
     iterations = kc.epochs * len(scene.train_cameras)
     schedule = camera_schedule(scene.train_cameras, iterations, cfg.seed * 7919 + frame)
     generator = torch.Generator().manual_seed(cfg.seed + 17 * frame)
-    grad_sum = torch.zeros(len(scene.points))
-    grad_count = torch.zeros(len(scene.points))
+    grad_sum = scene.points.new_zeros(len(scene.points))
+    grad_count = scene.points.new_zeros(len(scene.points))
     lr0, lr1 = kc.lr.xyz * scene.extent, kc.lr.xyz_final * scene.extent
     for it, cam_index in enumerate(schedule):
         for group in key.params.optimizer.param_groups:
@@ -171,8 +172,8 @@ def fit_keyframe(scene: Scene, frame: int, cfg: DictConfig, bar=None) -> Keyfram
         d = kc.densify
         if within == 0 and d.from_epoch <= epoch < d.until_epoch and epoch % d.every_epochs == 0:
             key.densify(grad_sum / grad_count.clamp_min(1), scene.extent, generator)
-            grad_sum = torch.zeros(len(key.params["xyz"]))
-            grad_count = torch.zeros(len(key.params["xyz"]))
+            grad_sum = scene.points.new_zeros(len(key.params["xyz"]))
+            grad_count = scene.points.new_zeros(len(key.params["xyz"]))
         if bar is not None:
             bar.update()
     return key
@@ -187,7 +188,7 @@ def viewspace_difference(prev: Gaussians, scene: Scene, frame: int, backend: str
     """d_i = sum over training cameras of |dL/d mean2d_i| (NDC units) for visible Gaussians, with
     L = MSE(render, GT_t) - MSE(render, GT_{t-1}) and the previous frame's Gaussians rendered.
     Exactly 0 for every Gaussian when the two frames are identical."""
-    d = torch.zeros(len(prev))
+    d = prev.xyz.new_zeros(len(prev))
     xyz = prev.xyz.detach().clone().requires_grad_(True)
     g = Gaussians(xyz, prev.f_dc, prev.f_rest, prev.log_scale, prev.rot, prev.opacity_logit)
     for c in scene.train_cameras:
@@ -207,7 +208,7 @@ def changed_pixels(prev: Gaussians, d: torch.Tensor, camera, background, thresho
     alpha > 0.5, dilate to whole ``tile`` x ``tile`` tiles (max-pool then nearest upsampling)."""
     moving = d > threshold
     if not moving.any():
-        return torch.zeros(camera.height, camera.width, dtype=torch.bool)
+        return torch.zeros(camera.height, camera.width, dtype=torch.bool, device=d.device)
     _, alpha, _ = render_gaussians(prev.index(moving), camera, background, backend=backend)
     coarse = F.max_pool2d((alpha > 0.5).float()[None, None], tile, stride=tile, ceil_mode=True)
     return F.interpolate(coarse, scale_factor=tile, mode="nearest")[0, 0, : camera.height, : camera.width] > 0
@@ -223,7 +224,7 @@ class ResidualCodecState:
 
     def __init__(self, cfg: DictConfig, rest_decoder: LatentDecoder, rest_latent: torch.Tensor):
         self.decoders = {
-            name: LatentDecoder(q.latent_dim, out, q.basis, q.init_std, seed=cfg.seed + i)
+            name: LatentDecoder(q.latent_dim, out, q.basis, q.init_std, seed=cfg.seed + i).to(rest_latent.device)
             for i, (name, out) in enumerate(zip(QUANTIZED, (3, 4, 1, 3)))
             for q in [cfg.quant[name]]
         }
@@ -258,7 +259,7 @@ class ResidualFrame:
         self.xyz = torch.nn.Parameter(prev.xyz.detach().clone())
         groups = [{"params": [self.xyz], "lr": r.lr.xyz * extent}]
         if quantize:
-            self.latents = {k: torch.nn.Parameter(torch.zeros(n, cfg.quant[k].latent_dim)) for k in QUANTIZED}
+            self.latents = {k: torch.nn.Parameter(prev.xyz.new_zeros(n, cfg.quant[k].latent_dim)) for k in QUANTIZED}
             self.rest_latent = torch.nn.Parameter(codec.rest_latent.clone())
             groups += [{"params": [self.latents[k]], "lr": cfg.quant[k].latent_lr} for k in QUANTIZED]
             groups += [{"params": list(codec.decoders[k].parameters()), "lr": cfg.quant[k].decoder_lr} for k in QUANTIZED]
@@ -267,13 +268,13 @@ class ResidualFrame:
             self.deltas = {k: torch.nn.Parameter(torch.zeros_like(getattr(prev, k))) for k in ("f_dc", "f_rest", "rot", "opacity_logit", "log_scale")}
             groups += [{"params": [self.deltas[k]], "lr": r.float_lr[k]} for k in self.deltas]
         self.optimizer = torch.optim.Adam(groups, eps=1e-15)  # a fresh Adam every frame, as QUEEN
-        self.gate = PositionGate(n, **cfg.gate.hard_concrete)
+        self.gate = PositionGate(n, **cfg.gate.hard_concrete).to(prev.xyz.device)
         if gate:
             self.gate.init_from_difference(d)
             self.gate_optimizer = torch.optim.Adam(self.gate.parameters(), lr=cfg.gate.lr, eps=1e-15)
 
     def gate_values(self) -> torch.Tensor:
-        return self.gate() if self.use_gate else torch.ones(len(self.prev))
+        return self.gate() if self.use_gate else self.prev.xyz.new_ones(len(self.prev))
 
     def gaussians(self) -> Gaussians:
         p = self.prev
