@@ -1,0 +1,72 @@
+"""Forward+backward time of one render against Gaussian count and image size.
+
+    python -m kernels.splat.bench [--backend reference|gsplat] [--repeats 5] [--out bench.csv]
+
+On a CPU only the reference runs (use it for ratios within one run: e.g. how cost grows with N);
+on CUDA both run and times are absolute (after warm-up, with synchronisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+
+import torch
+
+from . import render
+
+
+def scene(n: int, device: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(n, 3, generator=g) * torch.tensor([0.6, 0.45, 0.3]) + torch.tensor([0, 0, 3.0])
+    quats = torch.randn(n, 4, generator=g)
+    scales = 0.02 + 0.05 * torch.rand(n, 3, generator=g)
+    opac = 0.2 + 0.7 * torch.rand(n, generator=g)
+    sh = 0.3 * torch.randn(n, 9, 3, generator=g)
+    return [t.to(device).requires_grad_(True) for t in (means, quats, scales, opac, sh)]
+
+
+def time_render(n: int, width: int, height: int, backend: str, device: str, repeats: int) -> float:
+    params = scene(n, device)
+    viewmat = torch.eye(4, device=device)
+    K = torch.tensor([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1.0]], device=device)
+    times = []
+    for i in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        image, alpha, _ = render(*params, viewmat, K, width, height, backend=backend)
+        (image.sum() + alpha.sum()).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first call warms up (and JIT-compiles gsplat)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="reference", choices=["reference", "gsplat"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    device = "cuda" if args.backend == "gsplat" else ("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = [(32, 24), (64, 48)] if args.backend == "reference" and device == "cpu" else [(32, 24), (338, 254), (1352, 1014)]
+    counts = [100, 300, 1000] if device == "cpu" else [1_000, 100_000, 500_000]
+    rows = []
+    for width, height in sizes:
+        for n in counts:
+            seconds = time_render(n, width, height, args.backend, device, args.repeats)
+            rows.append({"backend": args.backend, "device": device, "n": n, "width": width, "height": height, "ms_fwd_bwd": 1e3 * seconds})
+            print(f"{args.backend:9s} {device:4s} N={n:>7d} {width}x{height}: {1e3 * seconds:8.1f} ms forward+backward", flush=True)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
