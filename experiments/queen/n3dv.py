@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.errors import DataError
+from shared.video import read_video, write_video
 
 from .scene import Camera, Scene, camera_extent
 
@@ -28,8 +29,6 @@ def _video_files(root: Path) -> list[Path]:
 
 def write_n3dv(scene: Scene, root: str | Path, crf: int = 0) -> Path:
     """Write ``scene`` as an N3DV folder (H.264 videos; crf 0 with 4:4:4 chroma is near-lossless)."""
-    import av
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -41,36 +40,10 @@ def write_n3dv(scene: Scene, root: str | Path, crf: int = 0) -> Path:
         rows.append(np.concatenate([block.numpy().reshape(-1), [max(0.05, float(depths.min()) * 0.9), float(depths.max()) * 1.1]]))
     np.save(root / "poses_bounds.npy", np.stack(rows).astype(np.float64))
     np.save(root / "points3D.npy", torch.cat([scene.points, scene.point_colors], 1).numpy())
-    frames = (scene.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    frames = (scene.images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     for c in range(len(scene.cameras)):
-        path = root / f"cam{c:02d}.mp4"
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=30)
-            stream.width, stream.height = scene.cameras[c].width, scene.cameras[c].height
-            stream.pix_fmt = "yuv444p"
-            stream.options = {"crf": str(crf)}
-            for t in range(frames.shape[0]):
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t, c]), format="rgb24")))
-            container.mux(stream.encode())
+        write_video(root / f"cam{c:02d}.mp4", frames[:, c], fps=30, crf=crf)
     return root
-
-
-def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
-    """[T, H, W, 3] uint8 frames of one video; DataError naming the file if it cannot be decoded."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            frames = []
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    except (av.error.FFmpegError, ValueError, IndexError) as err:
-        raise DataError(f"{path}: cannot decode the video ({err}); re-extract or replace this camera's file") from err
-    if not frames:
-        raise DataError(f"{path}: the video has no frames")
-    return np.stack(frames)
 
 
 def load_n3dv(root: str | Path, max_frames: int | None = None, downscale: int = 1, n_random_points: int = 20000, seed: int = 0) -> Scene:
