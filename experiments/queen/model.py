@@ -55,7 +55,7 @@ def render_gaussians(g: Gaussians, camera, background: torch.Tensor, backend: st
     sh = torch.cat([g.f_dc[:, None, :], g.f_rest.reshape(len(g), -1, 3)], 1)
     return render(
         g.xyz, g.rot, torch.exp(g.log_scale), torch.sigmoid(g.opacity_logit[:, 0]), sh,
-        camera.viewmat, camera.K, camera.width, camera.height, backend=backend, background=background, pixel_mask=pixel_mask,
+        camera.viewmat, camera.K, camera.width, camera.height, impl=backend, background=background, pixel_mask=pixel_mask,
     )
 
 

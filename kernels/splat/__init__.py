@@ -1,6 +1,6 @@
 """3D Gaussian splatting: ``render(...)`` with a readable torch reference and the gsplat fast path.
 
-    image, alpha, meta = render(means, quats, scales, opacities, sh, viewmat, K, W, H, backend="auto")
+    image, alpha, meta = render(means, quats, scales, opacities, sh, viewmat, K, W, H, impl="auto")
 
 ``reference`` (reference.py) is the specification and runs anywhere, for small images;
 ``gsplat`` (gsplat_backend.py) needs CUDA; ``auto`` takes gsplat for CUDA tensors when gsplat can
@@ -16,20 +16,21 @@ import torch
 
 from . import reference
 
-BACKENDS = ("auto", "reference", "gsplat")
+IMPLS = ("auto", "reference", "gsplat")
 
 
-def choose_backend(device: torch.device | str, backend: str = "auto") -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown splat backend {backend!r}; choose one of {BACKENDS}")
-    if backend != "auto":
-        return backend
+def choose_impl(device: torch.device | str, impl: str = "auto") -> str:
+    """The implementation ``render`` uses for tensors on ``device`` (inspectable)."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown splat impl {impl!r}; choose one of {IMPLS}")
+    if impl != "auto":
+        return impl
     cuda = torch.device(device).type == "cuda"
     return "gsplat" if cuda and importlib.util.find_spec("gsplat") is not None else "reference"
 
 
-def render(means, quats, scales, opacities, colors, viewmat, K, width, height, backend: str = "auto", **kwargs):
-    if choose_backend(means.device, backend) == "gsplat":
+def render(means, quats, scales, opacities, colors, viewmat, K, width, height, impl: str = "auto", **kwargs):
+    if choose_impl(means.device, impl) == "gsplat":
         from .gsplat_backend import rasterize
     else:
         rasterize = reference.rasterize

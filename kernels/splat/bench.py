@@ -37,7 +37,7 @@ def time_render(n: int, width: int, height: int, backend: str, device: str, repe
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        image, alpha, _ = render(*params, viewmat, K, width, height, backend=backend)
+        image, alpha, _ = render(*params, viewmat, K, width, height, impl=backend)
         (image.sum() + alpha.sum()).backward()
         if device == "cuda":
             torch.cuda.synchronize()

@@ -14,7 +14,7 @@ import torch
 def rasterize(means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree=None,
               background=None, pixel_mask=None, near=0.01, eps2d=0.3):
     if means.device.type != "cuda":
-        raise RuntimeError("the gsplat backend renders CUDA tensors only; use backend='reference' on a CPU")
+        raise RuntimeError("the gsplat backend renders CUDA tensors only; use impl='reference' on a CPU")
     import gsplat
 
     if colors.dim() == 3 and sh_degree is None:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from kernels.splat import choose_backend, render, viewspace_grad
+from kernels.splat import choose_impl, render, viewspace_grad
 from kernels.splat.reference import quat_to_rotmat, rasterize, sh_basis
 
 
@@ -112,17 +112,17 @@ def test_viewspace_gradient_flows_to_visible_gaussians_only():
     means, quats, scales, opac, colors = random_gaussians(6, seed=3)
     means[0] = torch.tensor([50.0, 0.0, 3.0])  # far outside the image
     means[1] = torch.tensor([0.0, 0.0, -3.0])  # behind the camera
-    image, _, meta = render(means.requires_grad_(True), quats, scales, opac, colors, viewmat, K, w, h, backend="reference")
+    image, _, meta = render(means.requires_grad_(True), quats, scales, opac, colors, viewmat, K, w, h, impl="reference")
     image.sum().backward()
     grad2d = viewspace_grad(meta)
     assert meta["visible"].tolist() == [False, False, True, True, True, True]
     assert torch.all(grad2d[:2] == 0) and torch.all(grad2d[2:].norm(dim=-1) > 0)
 
 
-def test_auto_backend_is_the_reference_on_cpu_and_unknown_backends_are_refused():
-    assert choose_backend("cpu") == "reference"
-    with pytest.raises(ValueError, match="unknown splat backend"):
-        choose_backend("cpu", "optix")
+def test_auto_impl_is_the_reference_on_cpu_and_unknown_impls_are_refused():
+    assert choose_impl("cpu") == "reference"
+    with pytest.raises(ValueError, match="unknown splat impl"):
+        choose_impl("cpu", "optix")
 
 
 @pytest.mark.gpu
@@ -134,7 +134,7 @@ def test_gsplat_matches_the_reference_on_images_alphas_and_gradients():
     outs = {}
     for backend, device in (("reference", "cpu"), ("gsplat", "cuda")):
         params = [t.to(device).clone().requires_grad_(True) for t in (means, quats, scales, opac, colors)]
-        image, alpha, _meta = render(*params, viewmat.to(device), K.to(device), w, h, backend=backend, background=bg.to(device))
+        image, alpha, _meta = render(*params, viewmat.to(device), K.to(device), w, h, impl=backend, background=bg.to(device))
         weights = torch.linspace(0.5, 1.5, image.numel(), device=device).reshape(image.shape)
         ((image * weights).sum() + alpha.sum()).backward()
         outs[backend] = (image.detach().cpu(), alpha.detach().cpu(), [p.grad.cpu() for p in params])
