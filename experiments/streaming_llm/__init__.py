@@ -22,6 +22,6 @@ SPEC = ExperimentSpec(
     preset_notes={
         "smoke": "a tiny random Llama on bytes: plumbing only, seconds",
         "cpu": "SmolLM2-135M, 512 tokens, caches 64/128/256; about 8 minutes on 2 cores",
-        "paper": "SmolLM2-135M on 10k tokens, past its 8192-token window (dense, sink absolute, sink in-cache); about an hour of CPU",
+        "paper": "SmolLM2-135M on 16k tokens, twice its 8192-token window (dense, sink absolute, sink in-cache); about an hour on one core",
     },
 )
