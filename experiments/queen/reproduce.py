@@ -9,7 +9,6 @@ from shared.io import atomic_path
 from shared.plots import pyplot
 from shared.runs import Run
 
-from . import SPEC
 from .data import load_scene
 from .stream import stream
 
@@ -18,7 +17,6 @@ PAPER = {"mb_per_frame": 0.7, "train_seconds_per_frame": 5.0, "render_fps": 350.
 
 def reproduce(cfg, run: Run) -> None:
     scene = load_scene(cfg)
-    table = SPEC.tables["queen"]
     per_frame = {}
     for row in cfg.eval.rows:
         row_cfg = run.compose_row("queen", row)
@@ -31,7 +29,6 @@ def reproduce(cfg, run: Run) -> None:
     if "queen" in per_frame and per_frame["queen"]["extras"]["gate_open"]:
         run.save_figure(figure_gates(per_frame["queen"]["extras"], scene), "gates")
     run.save_figure(figure_renders(per_frame, scene), "renders")
-    del table
 
 
 def save_arrays(run: Run, scene, per_frame: dict) -> None:

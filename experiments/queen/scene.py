@@ -127,7 +127,7 @@ def _rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb - 0.5) / 0.28209479177387814
 
 
-def _blob(n: int, radii: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _blob(n: int, radii: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points spread over an ellipsoid surface (Fibonacci sphere) and their texture uv."""
     i = torch.arange(n, dtype=torch.float32) + 0.5
     phi = torch.acos(1 - 2 * i / n)
@@ -161,8 +161,8 @@ def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 1
     wall_rgb = sample_texture(hopper, uv)
 
     # moving objects, in object coordinates
-    ball_pts, ball_uv = _blob(ball, torch.tensor([0.28, 0.28, 0.28]), g)
-    ell_pts, ell_uv = _blob(ellipsoid, torch.tensor([0.22, 0.40, 0.22]), g)
+    ball_pts, ball_uv = _blob(ball, torch.tensor([0.28, 0.28, 0.28]))
+    ell_pts, ell_uv = _blob(ellipsoid, torch.tensor([0.22, 0.40, 0.22]))
     ball_rgb = sample_texture(minduka, ball_uv)
     ell_rgb = sample_texture(minduka, 0.5 + 0.5 * (ell_uv - 0.5))
     phase = torch.rand(1, generator=g).item() * 2 * math.pi

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from kernels.splat import viewspace_grad
+from kernels.splat.reference import quat_to_rotmat
 from shared.metrics import ssim
 
 from .model import Gaussians, LatentDecoder, PositionGate, render_gaussians, rest_width
@@ -123,8 +124,6 @@ class Keyframe:
         clone, split = big_grad & ~large, big_grad & large
         new = {k: v[clone] for k, v in p.items()}
         if split.any():
-            from kernels.splat.reference import quat_to_rotmat
-
             std = torch.exp(p["log_scale"][split]).repeat(2, 1)
             noise = torch.randn(std.shape, generator=generator).to(std.device)  # CPU generator: same draws on any device
             offsets = (quat_to_rotmat(p["rot"][split]).repeat(2, 1, 1) @ (noise * std)[..., None])[..., 0]
