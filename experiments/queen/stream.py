@@ -102,7 +102,10 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
             codec_state = ResidualCodecState(cfg, rest, state["codec"]["rest_latent"])
             codec_state.load_state_dict(state["codec"])
         for t in range(start):  # rebuild the independent decoder from the bytes on disk
-            decoder.apply(codec.frame_path(bitstream_dir, t).read_bytes(), source=f"frame_{t:05d}.qbin")
+            path = codec.frame_path(bitstream_dir, t)
+            if not path.is_file():
+                raise codec.BitstreamError(f"frame {t}: {path.name} is missing from {bitstream_dir}, so the run cannot resume after frame {start - 1}")
+            decoder.apply(path.read_bytes(), source=path.name)
     bar = progress(total=scene.n_frames, initial=start, desc=f"queen/{scope} frames")
     for t in range(start, scene.n_frames):
         t0 = time.perf_counter()

@@ -271,6 +271,11 @@ def test_a_killed_stream_resumes_after_the_last_completed_frame(small_scene, tmp
     for a, b in zip(reference["per_frame"], resumed["per_frame"]):
         assert a["bytes"] == b["bytes"] and a["psnr"] == b["psnr"]
 
+    # resuming needs the frames already written: a lost frame file is named, not a deep traceback
+    (run.dir / "bits" / "frame_00001.qbin").unlink()
+    with pytest.raises(codec.BitstreamError, match="frame 1: frame_00001.qbin is missing"):
+        stream_module.stream(small_scene, cfg, run.dir / "bits", run=run)
+
 
 def test_unknown_config_keys_are_refused():
     from shared.errors import ConfigError
