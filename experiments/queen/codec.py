@@ -116,7 +116,7 @@ def _unflatten(flat: dict[str, torch.Tensor]) -> dict:
     return out
 
 
-def _is_symbol_tensor(name: str, t: torch.Tensor) -> bool:
+def _is_symbol_tensor(t: torch.Tensor) -> bool:
     return t.dtype in (torch.bool, torch.int32, torch.int64)
 
 
@@ -124,7 +124,7 @@ def encode_frame(index: int, kind: int, n_gaussians: int, payload: dict) -> byte
     body = io.BytesIO()
     for name, t in _flatten(payload).items():
         t = t.detach().cpu()
-        if _is_symbol_tensor(name, t):
+        if _is_symbol_tensor(t):
             kind_id = 1
             if t.dim() == 2:  # one model per latent dimension: each column has its own statistics
                 data = b"".join(struct.pack("<I", len(c)) + c for c in (encode_symbols(t[:, j].numpy()) for j in range(t.shape[1])))
@@ -288,8 +288,8 @@ def estimate_bits(payload: dict) -> float:
     latent dimension; 32 bits per float (gated offsets count only the open gates, since only they
     are stored); the gate mask at its binary entropy."""
     bits = 0.0
-    for name, t in _flatten(payload).items():
-        if _is_symbol_tensor(name, t):
+    for t in _flatten(payload).values():
+        if _is_symbol_tensor(t):
             columns = t.T if t.dim() == 2 else t[None]
             bits += sum(entropy_bits(c) for c in columns)
         else:
