@@ -1,0 +1,50 @@
+"""Per-patch difficulty labels: the PSNR a general SR model reaches on each patch (brief 2.1 step 2).
+
+The authors label with a WDSR pretrained on DIV2K (Google Drive only). Offline we train a general
+model of the same architecture on random crops of *other* videos (the bundled clips minus the one
+being labelled) and of photographs shipped with matplotlib; ``labels.source=bicubic`` labels with
+bicubic's PSNR instead (the fallback). The run's config records which one was used.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import BUNDLED, load_video, photographs
+from .model import build
+from .train import label_patches, train_general
+
+
+@lru_cache(maxsize=4)
+def general_images(exclude: str | None, frames_per_clip: int, with_photographs: bool = True) -> tuple[np.ndarray, ...]:
+    """Training images for the general model: evenly spaced frames of every bundled clip except
+    ``exclude``, plus the photographs."""
+    images = []
+    for name in BUNDLED:
+        if name == exclude:
+            continue
+        frames = load_video(name).frames
+        images.extend(frames[np.linspace(0, len(frames) - 1, frames_per_clip).round().astype(int)])
+    if with_photographs:
+        images.extend(photographs())
+    return tuple(images)
+
+
+def make_labels(cfg, lr_patches: torch.Tensor, hr_patches: torch.Tensor, scale: int, clip: str, *, device: str, checkpoint: Path | None = None) -> np.ndarray:
+    """float64 PSNR label per patch, from ``cfg.labels.source`` (general | bicubic)."""
+    source = cfg.labels.source
+    shave = cfg.labels.shave if cfg.labels.shave is not None else scale + 4  # the official label shave
+    if source == "bicubic":
+        return label_patches(None, lr_patches, hr_patches, scale, shave, device=device)
+    if source != "general":
+        raise ValueError(f"labels.source={source!r}; valid: general, bicubic")
+    g = cfg.labels.general
+    torch.manual_seed(g.seed)
+    model = build(cfg.model, scale)
+    images = list(general_images(clip, int(g.frames_per_clip), bool(g.photographs)))
+    model = train_general(images, scale, g, model, device=device, checkpoint=checkpoint)
+    return label_patches(model, lr_patches, hr_patches, scale, shave, device=device)
