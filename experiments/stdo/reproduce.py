@@ -25,7 +25,7 @@ from .data import load_video, lowres_frames
 from .evaluate import scores, upscaling_fps
 from .labels import make_labels
 from .method import fit_upscaler
-from .patches import auto_grid, make_grid, to_patches
+from .patches import auto_grid, make_grid, to_frames, to_patches
 
 CROP = 96  # HR pixels of the crops kept for the notebook's side-by-side figure
 
@@ -68,8 +68,6 @@ def run_row(row_cfg, data: dict, seed: int, device: str, run: Run, key: str) -> 
 
 def _crop(sr_patches: torch.Tensor, data: dict, grid) -> np.ndarray:
     """A CROP x CROP region (HR pixels) of the first frame around its hardest patch, for the figure."""
-    from .patches import to_frames
-
     first = to_frames(sr_patches[: grid.per_frame], grid.rows, grid.cols)[0].numpy()
     y, x = _crop_origin(data, grid)
     return first[y : y + CROP, x : x + CROP]
