@@ -35,7 +35,6 @@ def _compose(preset: str, overrides: list[str], row: tuple[str, str]):
 
 
 def fit(args) -> Path:
-
     from shared.runtime import resolve_device, seed_everything
     from shared.video import write_video
 
