@@ -66,7 +66,7 @@ def clean_transcript(text: str) -> str | None:
     '[ascending tones]' -> None; 'at [@]' -> 'at'; '(5 seconds of silence)' -> None;
     '... tone. (simple tone sound plays)' -> '... tone.'
     """
-    spoken = re.sub(r"\[[^\]]*\]|\([^)]*\)", " ", text)
+    spoken = re.sub(r"\[[^\]]*\]|\([^)]*\)|<[^>]*>", " ", text)
     spoken = re.sub(r"\s+", " ", spoken).strip()
     return spoken if re.search(r"[A-Za-z0-9]", spoken) else None
 
