@@ -1,0 +1,156 @@
+"""Streaming greedy decoding with a 2-token look-back (brief 2.7): tokens older than the last two are
+committed and never change; each chunk may revise only the tentative tail.
+
+    stream = StreamingTranscriber(model, tokenizer_dir, Chunking(300))
+    for piece in pieces: stream.push(piece)            # decodes at every chunk boundary
+    result = stream.finish()                           # Transcript(text, tokens, emitted_at, ...)
+
+Per chunk: encode only the new frames (``IncrementalEncoder``), run the decoder over the start
+tokens and the current hypothesis, check the last ``look_back`` tokens (a token is stable if its
+logit did not fall since the previous chunk or it is still the argmax; the first unstable one and
+everything after it are dropped), then append argmax tokens until end-of-text (at most
+``max_new`` per chunk). A token's emission time is the audio time when it was last appended.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, StreamingMel
+from .encoder import Chunking, IncrementalEncoder, complete_frames
+from .weights import special_ids
+
+
+@dataclass
+class Transcript:
+    text: str
+    tokens: list[int]
+    emitted_at: list[float]  # seconds of audio consumed when each token was (last) appended
+    chunks: int = 0
+    encoder_seconds: list[float] = field(default_factory=list)
+    decoder_seconds: list[float] = field(default_factory=list)
+
+
+def base_model(model):
+    """The HF Whisper inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class Vocabulary:
+    """Token ids and text from the packaged tokenizer.json and config.json (never hard-coded)."""
+
+    def __init__(self, data_dir: Path):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(Path(data_dir) / "tokenizer.json"))
+        ids = special_ids(Path(data_dir) / "tokenizer.json")
+        self.eot = ids["eot"]
+        multilingual = "en" in ids and "transcribe" in ids and self.tokenizer.get_vocab_size() > 51864
+        self.start = [ids["sot"], ids["en"], ids["transcribe"], ids["no_timestamps"]] if multilingual else [ids["sot"], ids["no_timestamps"]]
+        config = json.loads((Path(data_dir) / "config.json").read_text())
+        self.suppress = sorted(set(config.get("suppress_ids", [])))
+        self.suppress_begin = sorted(set(config.get("suppress_ids_begin", [])))
+        self.first_special = self.eot  # every id above end-of-text is a special or timestamp token
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode([t for t in tokens if t < self.eot])
+
+
+class StreamingTranscriber:
+    def __init__(self, model, vocab: Vocabulary, chunking: Chunking, look_back: int = 2, max_new: int = 28):
+        self.model, self.vocab, self.chunking = model, vocab, chunking
+        self.look_back, self.max_new = look_back, max_new
+        self.whisper = base_model(model)
+        self.mel = StreamingMel()
+        self.mel_frames = torch.zeros(80, 0)
+        self.encoder = IncrementalEncoder(self.whisper.model.encoder, chunking)
+        self.encoded = None
+        self.tokens: list[int] = []
+        self.logit: list[float] = []
+        self.emitted_at: list[float] = []
+        self.step = 0
+        self.enc_times: list[float] = []
+        self.dec_times: list[float] = []
+
+    # ---- decoder ----------------------------------------------------------------------------
+    def _logits(self, tokens: list[int]) -> torch.Tensor:
+        ids = torch.tensor([self.vocab.start + tokens])
+        out = self.whisper.model.decoder(input_ids=ids, encoder_hidden_states=self.encoded, use_cache=False)
+        return self.whisper.proj_out(out.last_hidden_state)[0]
+
+    def _mask(self, logits: torch.Tensor, first_text_position: bool) -> torch.Tensor:
+        logits = logits.clone()
+        logits[self.vocab.first_special + 1 :] = -torch.inf  # no timestamps or other special tokens
+        logits[self.vocab.suppress] = -torch.inf
+        if first_text_position:
+            logits[self.vocab.suppress_begin] = -torch.inf
+        return logits
+
+    @torch.no_grad()
+    def _decode_chunk(self, now: float) -> None:
+        import time
+
+        start = time.perf_counter()
+        logits = self._logits(self.tokens)
+        n0 = len(self.vocab.start) - 1  # logits[n0 + i] predicts tokens[i]
+        if self.step > 0 and self.tokens:
+            for i in range(max(0, len(self.tokens) - self.look_back), len(self.tokens)):
+                row = logits[n0 + i]
+                value = float(row[self.tokens[i]])
+                if not (value >= self.logit[i] or int(row.argmax()) == self.tokens[i]):
+                    del self.tokens[i:], self.logit[i:], self.emitted_at[i:]
+                    break
+                self.logit[i] = value
+        room = self.whisper.config.max_target_positions - len(self.vocab.start) - 1  # Whisper's 448 positions
+        for _ in range(min(self.max_new, room - len(self.tokens))):
+            row = self._mask(logits[n0 + len(self.tokens)], first_text_position=not self.tokens)
+            token = int(row.argmax())
+            if token == self.vocab.eot:
+                break
+            self.tokens.append(token)
+            self.logit.append(float(row[token]))
+            self.emitted_at.append(now)
+            logits = self._logits(self.tokens)
+        self.dec_times.append(time.perf_counter() - start)
+        self.step += 1
+
+    # ---- audio ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def push(self, audio: np.ndarray) -> None:
+        """Feed audio (float32, 16 kHz); decode at every chunk boundary it completes."""
+        import time
+
+        self.mel_frames = torch.cat([self.mel_frames, self.mel.push(audio)], dim=1)
+        available = complete_frames(self.mel_frames.shape[1])
+        while True:
+            target = self.chunking.frames_after(self.step)
+            if target > available or target > 1500:
+                break
+            start = time.perf_counter()
+            new = self.encoder.step(self.mel_frames[None], target)
+            self.encoded = new if self.encoded is None else torch.cat([self.encoded, new], dim=1)
+            self.enc_times.append(time.perf_counter() - start)
+            # the chunk is decoded when the audio reaches its end plus the convs' look-ahead
+            self._decode_chunk(now=self.mel.seconds)
+
+    def finish(self) -> Transcript:
+        """End of audio: pad silence to complete the last chunk, decode it, return the transcript."""
+        target = self.chunking.frames_after(self.step)
+        needed = (2 * target + 1) * 160 + 240 - self.mel.samples  # samples to complete the frames' windows
+        if self.step == 0 or needed > 0:
+            self.push(np.zeros(max(needed, 0) + 1, np.float32))
+        return Transcript(self.vocab.decode(self.tokens), list(self.tokens), list(self.emitted_at), self.step, self.enc_times, self.dec_times)
+
+
+def transcribe_stream(model, vocab: Vocabulary, audio: np.ndarray, chunking: Chunking, piece_ms: int | None = None) -> Transcript:
+    """Stream ``audio`` in pieces of ``piece_ms`` (default: one chunk) and return the final transcript."""
+    stream = StreamingTranscriber(model, vocab, chunking)
+    piece = SAMPLE_RATE * (piece_ms or chunking.chunk_ms) // 1000
+    for i in range(0, len(audio), piece):
+        stream.push(audio[i : i + piece])
+    return stream.finish()
