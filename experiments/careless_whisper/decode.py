@@ -61,6 +61,20 @@ class Vocabulary:
         return self.tokenizer.decode([t for t in tokens if t < self.eot])
 
 
+def first_unstable(tokens: list[int], previous: list[float], rows: torch.Tensor, look_back: int) -> int | None:
+    """Index of the first of the last ``look_back`` tokens that became unstable, or None.
+
+    ``rows[i]`` are this chunk's logits at the position predicting ``tokens[i]``; ``previous[i]``
+    is that token's logit at the previous chunk. A token is stable if its logit did not fall or it
+    is still the argmax; tokens older than the last ``look_back`` are committed and never checked.
+    """
+    for i in range(max(0, len(tokens) - look_back), len(tokens)):
+        value = float(rows[i, tokens[i]])
+        if not (value >= previous[i] or int(rows[i].argmax()) == tokens[i]):
+            return i
+    return None
+
+
 class StreamingTranscriber:
     def __init__(self, model, vocab: Vocabulary, chunking: Chunking, look_back: int = 2, max_new: int = 28):
         self.model, self.vocab, self.chunking = model, vocab, chunking
@@ -78,10 +92,19 @@ class StreamingTranscriber:
         self.dec_times: list[float] = []
 
     # ---- decoder ----------------------------------------------------------------------------
-    def _logits(self, tokens: list[int]) -> torch.Tensor:
-        ids = torch.tensor([self.vocab.start + tokens])
-        out = self.whisper.model.decoder(input_ids=ids, encoder_hidden_states=self.encoded, use_cache=False)
+    def _logits(self, tokens: list[int], cache=None) -> torch.Tensor:
+        """Logits at every position of ``tokens`` (after the start tokens), or of the new tokens
+        when ``cache`` already holds the earlier ones. The cache is per chunk: the encoder states
+        (cross-attention keys) grow every chunk."""
+        ids = torch.tensor([tokens if cache is not None and cache.get_seq_length() else self.vocab.start + tokens])
+        out = self.whisper.model.decoder(input_ids=ids, encoder_hidden_states=self.encoded, past_key_values=cache, use_cache=cache is not None)
         return self.whisper.proj_out(out.last_hidden_state)[0]
+
+    @staticmethod
+    def _new_cache():
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())
 
     def _mask(self, logits: torch.Tensor, first_text_position: bool) -> torch.Tensor:
         logits = logits.clone()
@@ -96,26 +119,27 @@ class StreamingTranscriber:
         import time
 
         start = time.perf_counter()
-        logits = self._logits(self.tokens)
+        cache = self._new_cache()
+        logits = self._logits(self.tokens, cache)  # one pass: logits at every position, for the look-back check
         n0 = len(self.vocab.start) - 1  # logits[n0 + i] predicts tokens[i]
         if self.step > 0 and self.tokens:
-            for i in range(max(0, len(self.tokens) - self.look_back), len(self.tokens)):
-                row = logits[n0 + i]
-                value = float(row[self.tokens[i]])
-                if not (value >= self.logit[i] or int(row.argmax()) == self.tokens[i]):
-                    del self.tokens[i:], self.logit[i:], self.emitted_at[i:]
-                    break
-                self.logit[i] = value
+            rows = logits[n0 : n0 + len(self.tokens)]
+            cut = first_unstable(self.tokens, self.logit, rows, self.look_back)
+            if cut is not None:
+                cache.crop(-(len(self.tokens) - cut))  # transformers 5: a negative count removes that many
+                del self.tokens[cut:], self.logit[cut:], self.emitted_at[cut:]
+            self.logit = [float(rows[i, t]) for i, t in enumerate(self.tokens)]
+        row_logits = logits[n0 + len(self.tokens)]
         room = self.whisper.config.max_target_positions - len(self.vocab.start) - 1  # Whisper's 448 positions
         for _ in range(min(self.max_new, room - len(self.tokens))):
-            row = self._mask(logits[n0 + len(self.tokens)], first_text_position=not self.tokens)
+            row = self._mask(row_logits, first_text_position=not self.tokens)
             token = int(row.argmax())
             if token == self.vocab.eot:
                 break
             self.tokens.append(token)
-            self.logit.append(float(row[token]))
+            self.logit.append(float(row_logits[token]))
             self.emitted_at.append(now)
-            logits = self._logits(self.tokens)
+            row_logits = self._logits([token], cache)[-1]
         self.dec_times.append(time.perf_counter() - start)
         self.step += 1
 
