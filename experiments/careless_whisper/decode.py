@@ -25,6 +25,8 @@ from .audio import SAMPLE_RATE, StreamingMel
 from .encoder import Chunking, IncrementalEncoder, complete_frames
 from .weights import special_ids
 
+MAX_FRAMES = 1500  # Whisper's encoder positions: 30 s
+
 
 @dataclass
 class Transcript:
@@ -84,6 +86,9 @@ class StreamingTranscriber:
         self.mel_frames = torch.zeros(80, 0)
         self.encoder = IncrementalEncoder(self.whisper.model.encoder, chunking)
         self.encoded = None
+        self.window_mel = 0  # absolute mel frame where the current 30 s window starts
+        self.final_tokens: list[int] = []  # committed tokens of earlier windows
+        self.final_emitted: list[float] = []
         self.tokens: list[int] = []
         self.logit: list[float] = []
         self.emitted_at: list[float] = []
@@ -144,16 +149,34 @@ class StreamingTranscriber:
         self.step += 1
 
     # ---- audio ------------------------------------------------------------------------------
+    def _next_window(self) -> None:
+        """Whisper sees at most 1500 frames (30 s). At the limit, start a new window: its first block
+        is the last first-block of audio already heard, and the last ``look_back + 1`` tokens stay
+        as the decoder's prefix (they may still be revised); older tokens are final. Every cache is
+        cleared, so memory and per-chunk cost stay bounded on streams of any length."""
+        done = self.encoder.done
+        keep_from = 2 * (done - self.chunking.first_frames)
+        self.mel_frames = self.mel_frames[:, keep_from:]
+        self.window_mel += keep_from
+        carry = self.look_back + 1
+        self.final_tokens += self.tokens[:-carry]
+        self.final_emitted += self.emitted_at[:-carry]
+        self.tokens, self.logit, self.emitted_at = self.tokens[-carry:], self.logit[-carry:], self.emitted_at[-carry:]
+        self.encoder = IncrementalEncoder(self.whisper.model.encoder, self.chunking)
+        self.encoded, self.step = None, 0
+
     @torch.no_grad()
     def push(self, audio: np.ndarray) -> None:
         """Feed audio (float32, 16 kHz); decode at every chunk boundary it completes."""
         import time
 
         self.mel_frames = torch.cat([self.mel_frames, self.mel.push(audio)], dim=1)
-        available = complete_frames(self.mel_frames.shape[1])
         while True:
             target = self.chunking.frames_after(self.step)
-            if target > available or target > 1500:
+            if target > MAX_FRAMES:
+                self._next_window()
+                continue
+            if target > complete_frames(self.mel_frames.shape[1]):
                 break
             start = time.perf_counter()
             new = self.encoder.step(self.mel_frames[None], target)
@@ -164,11 +187,12 @@ class StreamingTranscriber:
 
     def finish(self) -> Transcript:
         """End of audio: pad silence to complete the last chunk, decode it, return the transcript."""
-        target = self.chunking.frames_after(self.step)
-        needed = (2 * target + 1) * 160 + 240 - self.mel.samples  # samples to complete the frames' windows
+        target = min(self.chunking.frames_after(self.step), MAX_FRAMES)
+        needed = (self.window_mel + 2 * target + 1) * 160 + 240 - self.mel.samples  # samples to complete the frames' windows
         if self.step == 0 or needed > 0:
             self.push(np.zeros(max(needed, 0) + 1, np.float32))
-        return Transcript(self.vocab.decode(self.tokens), list(self.tokens), list(self.emitted_at), self.step, self.enc_times, self.dec_times)
+        tokens = self.final_tokens + self.tokens
+        return Transcript(self.vocab.decode(tokens), tokens, self.final_emitted + self.emitted_at, self.step, self.enc_times, self.dec_times)
 
 
 def transcribe_stream(model, vocab: Vocabulary, audio: np.ndarray, chunking: Chunking, piece_ms: int | None = None) -> Transcript:

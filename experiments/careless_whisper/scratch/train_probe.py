@@ -14,10 +14,14 @@ model = add_lora(m, 32)
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sys.argv[1]), weight_decay=0.01, eps=1e-6)
 rng = np.random.default_rng(3407)
 norm = EnglishTextNormalizer({})
-test = test[:20]
+test = test[: int(sys.argv[3]) if len(sys.argv) > 3 else 20]
+every = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 for epoch in range(int(sys.argv[2])):
     t = time.time(); losses = train_epoch(model, opt, utts, ch, 0.25, rng)
     print(f"epoch {epoch}: {len(losses)} steps, loss {np.mean(losses[:50]):.3f} -> {np.mean(losses[-50:]):.3f}, {time.time()-t:.0f}s", flush=True)
+    if (epoch + 1) % every:
+        continue
+    model.save_pretrained(f"/work/main/outputs/careless_whisper_probe/adapter_epoch{epoch + 1}")
     refs, hyps = [], []
     t = time.time()
     for p in test:
