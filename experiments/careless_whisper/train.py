@@ -70,6 +70,36 @@ def candidate_frames(utt: Utterance, chunking: Chunking) -> list[int]:
     return frames
 
 
+def fit_adapter(model, utterances: list[Utterance], chunking: Chunking, cfg_train, fraction: float, directory, log=None):
+    """Train LoRA for ``cfg_train.epochs`` epochs; after every epoch the adapter, optimizer and epoch
+    are saved to ``directory`` (atomically), so a killed run resumes at the last finished epoch."""
+    from pathlib import Path
+
+    from shared.io import atomic_torch_save
+    from shared.progress import progress
+
+    directory = Path(directory)
+    state_path = directory / "training.pt"
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg_train.lr, weight_decay=cfg_train.weight_decay, eps=cfg_train.eps)
+    start = 0
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=True)
+        for p, saved in zip(trainable, state["lora"]):
+            p.data.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+    bar = progress(total=int(cfg_train.epochs) * len(utterances), initial=start * len(utterances), desc=f"LoRA {chunking.chunk_ms} ms")
+    for epoch in range(start, int(cfg_train.epochs)):
+        losses = train_epoch(model, optimizer, utterances, chunking, fraction, np.random.default_rng([int(cfg_train.seed), epoch]), bar)
+        atomic_torch_save(state_path, {"lora": [p.detach().clone() for p in trainable], "optimizer": optimizer.state_dict(), "epoch": epoch + 1})
+        if log is not None:
+            log({"loss": float(np.mean(losses)), "epoch": epoch + 1, "steps": len(losses)})
+    bar.close()
+    model.eval()
+    return model
+
+
 def train_epoch(model, optimizer, utterances: list[Utterance], chunking: Chunking, fraction: float, rng: np.random.Generator, progress=None) -> list[float]:
     losses = []
     model.train()
