@@ -1,0 +1,96 @@
+"""Stream an audio file through the causal Whisper and print words as they are committed.
+
+    python -m experiments.careless_whisper transcribe talk.wav --model tiny.en --chunk-ms 300 [--adapter DIR] [--json]
+
+Any sample rate and channel count soundfile reads is converted to 16 kHz mono. Without ``--json``,
+committed words are printed as they become final (older than the 2-token tentative tail), with the
+audio time at which they were emitted; ``--json`` prints one object: ``text`` and ``words``
+(``word``, ``start``, ``end``, ``emitted_at`` in seconds; ``start``/``end`` bound the audio in which
+the word was recognised: from the previous word's emission to its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shared.errors import StreamlabError
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"careless_whisper: error: {message} (see '{self.prog} --help')\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m experiments.careless_whisper transcribe", description="streaming transcription of an audio file")
+    p.add_argument("audio")
+    p.add_argument("--model", default="tiny.en", choices=("tiny.en", "base"))
+    p.add_argument("--chunk-ms", type=int, default=300)
+    p.add_argument("--adapter", help="a LoRA adapter folder saved by training (e.g. RUN/adapters/300ms/adapter)")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def transcribe(args) -> dict:
+    import numpy as np
+    import torch
+
+    from .audio import SAMPLE_RATE
+    from .decode import StreamingTranscriber, Vocabulary
+    from .encoder import Chunking
+    from .metrics import word_emissions
+    from .speech import load_audio
+    from .weights import load_whisper
+
+    try:
+        chunking = Chunking(args.chunk_ms)
+    except ValueError as err:
+        raise StreamlabError(str(err)) from err
+    audio = load_audio(args.audio)
+    model, data_dir = load_whisper(args.model)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter).eval()
+    vocab = Vocabulary(data_dir)
+    stream = StreamingTranscriber(model, vocab, chunking)
+    piece = SAMPLE_RATE * chunking.chunk_ms // 1000
+    printed = 0
+    with torch.inference_mode():
+        for i in range(0, len(audio), piece):
+            stream.push(audio[i : i + piece])
+            committed = stream.final_tokens + stream.tokens[: max(0, len(stream.tokens) - stream.look_back)]
+            words = word_emissions(vocab.tokenizer, committed, stream.final_emitted + stream.emitted_at, vocab.eot)
+            if not args.json:
+                # the last word may still grow by a token: print only words followed by another
+                for w, t in words[printed : max(printed, len(words) - 1)]:
+                    print(f"[{t:6.2f}s] {w}", flush=True)
+                printed = max(printed, len(words) - 1)
+    result = stream.finish()
+    words = word_emissions(vocab.tokenizer, result.tokens, result.emitted_at, vocab.eot)
+    if not args.json:
+        for w, t in words[printed:]:
+            print(f"[{t:6.2f}s] {w}", flush=True)
+    out, previous = [], 0.0
+    for w, t in words:
+        out.append({"word": w, "start": round(previous, 3), "end": round(t, 3), "emitted_at": round(t, 3)})
+        previous = t
+    return {"text": result.text.strip(), "words": out, "audio_seconds": round(len(audio) / SAMPLE_RATE, 3), "silence_only": bool(np.abs(audio).max() < 1e-4)}
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result = transcribe(args)
+    except StreamlabError as err:
+        print(f"careless_whisper: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(result["text"])
+    return 0
