@@ -64,9 +64,11 @@ def clean_transcript(text: str) -> str | None:
     """The spoken words of a transcript line, or None for non-speech entries.
 
     '[ascending tones]' -> None; 'at [@]' -> 'at'; '(5 seconds of silence)' -> None;
-    '... tone. (simple tone sound plays)' -> '... tone.'
+    '... tone. (simple tone sound plays)' -> '... tone.'; 'separated by *' -> 'separated by star'
+    (the keypad keys are read aloud as "star" and "pound").
     """
     spoken = re.sub(r"\[[^\]]*\]|\([^)]*\)|<[^>]*>", " ", text)
+    spoken = spoken.replace("*", " star ").replace("#", " pound ")
     spoken = re.sub(r"\s+", " ", spoken).strip()
     return spoken if re.search(r"[A-Za-z0-9]", spoken) else None
 

@@ -64,3 +64,7 @@ def test_transcript_cleaning_drops_non_speech_and_annotations():
     assert clean_transcript("(5 seconds of silence)") is None
     assert clean_transcript("at [@]") == "at"
     assert clean_transcript("Please leave your message after the tone. (simple tone sound plays)") == "Please leave your message after the tone."
+
+
+def test_keypad_symbols_are_read_as_words():
+    assert clean_transcript("separated by * and then press #") == "separated by star and then press pound"
