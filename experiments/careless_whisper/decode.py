@@ -195,9 +195,158 @@ class StreamingTranscriber:
         return Transcript(self.vocab.decode(tokens), tokens, self.final_emitted + self.emitted_at, self.step, self.enc_times, self.dec_times)
 
 
-def transcribe_stream(model, vocab: Vocabulary, audio: np.ndarray, chunking: Chunking, piece_ms: int | None = None) -> Transcript:
-    """Stream ``audio`` in pieces of ``piece_ms`` (default: one chunk) and return the final transcript."""
-    stream = StreamingTranscriber(model, vocab, chunking)
+def beam_unstable(tokens: list[int], previous: list[float], rows: torch.Tensor, first: int, k: int) -> int | None:
+    """Beam rule: index of the first token at or after ``first`` that left the top ``k`` of its row
+    (``rows[i]`` predicts ``tokens[i]``), or whose log-probability fell since ``previous`` while
+    another token became the argmax (WhisperRT's extra condition, the greedy rule), or None.
+
+    The top-k test alone almost never fires on punctuation, which stays plausible everywhere: a
+    period tentatively written at a pause then stays, end-of-text follows it, and the rest of the
+    utterance is lost (measured: 23 % WER with the top-k test alone, see the README)."""
+    for i in range(first, len(tokens)):
+        value = float(rows[i, tokens[i]])
+        fell = value < previous[i] and int(rows[i].argmax()) != tokens[i]
+        if fell or tokens[i] not in rows[i].topk(k).indices.tolist():
+            return i
+    return None
+
+
+@dataclass
+class Beam:
+    tokens: list[int]
+    emitted_at: list[float]
+    logp: list[float]  # each token's log-probability at the last chunk that scored it
+    score: float = 0.0  # sum of log-probabilities of ``tokens`` (and of end-of-text if ended) under the current audio
+    ended: bool = False
+
+    def rank(self) -> float:
+        """Log-probability per scored token (end-of-text counts once the beam ended)."""
+        return self.score / max(1, len(self.tokens) + self.ended)
+
+
+
+
+class BeamStreamingTranscriber(StreamingTranscriber):
+    """Streaming beam search (brief 2.7): hypotheses persist across chunks; at a chunk's first step a
+    beam is cut at the first of its last ``look_back`` tokens that left the top ``beam_size`` at its
+    position or whose log-probability fell while it lost the argmax (``beam_unstable``), and re-scored under the new audio; each beam proposes its top ``beam_size + 1``
+    tokens and the best ``beam_size`` candidates by summed log-probability survive (those ending in
+    end-of-text as finished hypotheses). The chunk ends when the best candidate of a step is
+    end-of-text or after ``max_new`` tokens; the transcript, and the beams carried to the next
+    chunk, are ranked by log-probability per token (upstream's ranking: by the summed
+    log-probability a hypothesis that stopped early always wins, and the stream stalls there).
+
+    One deliberate difference from upstream (README): upstream stops as soon as *any* survivor is
+    end-of-text, which in a stream, where end-of-text is a likely token after almost every word,
+    ends most searches after one token; we stop when end-of-text is the *best* candidate. Tokens older than the best beam's last
+    ``look_back`` are committed: beams that disagree with them are dropped, so they never change.
+
+    No decoder KV cache here (as upstream): every step re-runs the decoder over the padded beams.
+    """
+
+    def __init__(self, model, vocab: Vocabulary, chunking: Chunking, beam_size: int = 5, look_back: int = 2, max_new: int = 28):
+        super().__init__(model, vocab, chunking, look_back, max_new)
+        self.beam_size = beam_size
+        self.beams = [Beam([], [], [])]
+        self.committed = 0  # len of the prefix every beam shares and never changes
+        self._additive = None
+
+    def _log_probs(self, beams: list[Beam], every_position: bool) -> list[torch.Tensor]:
+        """Masked log-probabilities of each beam's next token ([1, V]), or at every position
+        ([len + 1, V]: rows[i] predicts tokens[i]). One decoder pass over the right-padded beams."""
+        lengths = [len(b.tokens) for b in beams]
+        width = max(lengths)
+        ids = torch.tensor([self.vocab.start + b.tokens + [self.vocab.eot] * (width - len(b.tokens)) for b in beams])
+        encoded = self.encoded.expand(len(beams), -1, -1)
+        hidden = self.whisper.model.decoder(input_ids=ids, encoder_hidden_states=encoded, use_cache=False).last_hidden_state
+        logits = self.whisper.proj_out(hidden)  # causal: right padding changes nothing before it
+        n0 = len(self.vocab.start) - 1
+        additive, first = self._masks(logits.shape[-1])
+        out = []
+        for b, n in enumerate(lengths):
+            rows = logits[b, n0 : n0 + n + 1] if every_position else logits[b, n0 + n : n0 + n + 1]
+            rows = rows + additive
+            if every_position or n == 0:
+                rows[0] += first
+            out.append(rows.log_softmax(-1))
+        return out
+
+    def _masks(self, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Additive masks: suppressed and special tokens everywhere; blank-start tokens at the first text position."""
+        if self._additive is None:
+            self._additive = self._mask(torch.zeros(vocab_size), first_text_position=False)
+            self._first = self._mask(torch.zeros(vocab_size), first_text_position=True) - self._additive
+            self._first[~torch.isfinite(self._first)] = -torch.inf
+        return self._additive, self._first
+
+    @torch.no_grad()
+    def _decode_chunk(self, now: float) -> None:
+        import time
+
+        start = time.perf_counter()
+        beams = self.beams
+        rows = self._log_probs(beams, every_position=True)
+        if self.step > 0:  # revise each beam's tentative tail, then merge beams cut back to one prefix
+            unique: dict[tuple, tuple[Beam, torch.Tensor]] = {}
+            for beam, r in zip(beams, rows):
+                first = max(self.committed, len(beam.tokens) - self.look_back)
+                cut = beam_unstable(beam.tokens, beam.logp, r, first, self.beam_size)
+                if cut is not None:
+                    beam, r = Beam(beam.tokens[:cut], beam.emitted_at[:cut], beam.logp[:cut]), r[: cut + 1]
+                unique.setdefault(tuple(beam.tokens), (beam, r))
+            beams, rows = [b for b, _ in unique.values()], [r for _, r in unique.values()]
+        for b, r in zip(beams, rows):  # each prefix re-scored under the audio heard so far
+            b.logp = r[torch.arange(len(b.tokens)), torch.tensor(b.tokens, dtype=torch.long)].tolist()
+            b.score = float(sum(b.logp))
+        rows = [r[-1:] for r in rows]
+        room = self.whisper.config.max_target_positions - len(self.vocab.start) - 1
+        finished: list[Beam] = []
+        for _ in range(self.max_new):
+            candidates = []
+            for b, r in zip(beams, rows):
+                values, tokens = r[-1].topk(self.beam_size + 1)
+                for v, t in zip(values.tolist(), tokens.tolist()):
+                    if v > -float("inf"):
+                        ends = t == self.vocab.eot or len(b.tokens) >= room
+                        candidates.append((b.score + v, b, None if ends else t))
+            candidates.sort(key=lambda c: -c[0])
+            survivors = candidates[: self.beam_size]
+            finished += [Beam(b.tokens, b.emitted_at, b.logp, score, ended=True) for score, b, t in survivors if t is None]
+            beams = [Beam(b.tokens + [t], b.emitted_at + [now], b.logp + [score - b.score], score) for score, b, t in survivors if t is not None]
+            if survivors[0][2] is None or not beams:
+                break  # a complete hypothesis outscores every extension: adding tokens only lowers the sum
+            rows = self._log_probs(beams, every_position=False)
+        pool = sorted(finished + beams, key=Beam.rank, reverse=True)
+        best = pool[0]
+        beams = [Beam(b.tokens, b.emitted_at, b.logp) for b in pool[: self.beam_size]]  # re-scored at the next chunk
+        self.committed = max(self.committed, len(best.tokens) - self.look_back)
+        keep = {}
+        for b in beams:  # drop beams that disagree with the committed prefix; merge duplicates
+            if b.tokens[: self.committed] == best.tokens[: self.committed]:
+                keep.setdefault(tuple(b.tokens), b)
+        self.beams = list(keep.values())
+        self.tokens, self.emitted_at = list(best.tokens), list(best.emitted_at)
+        self.logit = [0.0] * len(self.tokens)
+        self.dec_times.append(time.perf_counter() - start)
+        self.step += 1
+
+    def _next_window(self) -> None:
+        super()._next_window()  # keeps the best beam's last look_back + 1 tokens as the prefix
+        self.beams = [Beam(list(self.tokens), list(self.emitted_at), [-float("inf")] * len(self.tokens))]  # no earlier score: judged by the top-k test alone
+        self.committed = 0
+
+
+def streaming_transcriber(model, vocab: Vocabulary, chunking: Chunking, beam_size: int = 1, **kw) -> StreamingTranscriber:
+    """Greedy (``beam_size`` 1) or beam streaming decoder."""
+    if beam_size > 1:
+        return BeamStreamingTranscriber(model, vocab, chunking, beam_size=beam_size, **kw)
+    return StreamingTranscriber(model, vocab, chunking, **kw)
+
+
+def transcribe_stream(model, vocab: Vocabulary, audio: np.ndarray, chunking: Chunking, piece_ms: int | None = None, beam_size: int = 1, **kw) -> Transcript:
+    """Stream ``audio`` in pieces of ``piece_ms`` (default: one chunk) and return the final transcript
+    (``kw``: ``look_back``, ``max_new``)."""
+    stream = streaming_transcriber(model, vocab, chunking, beam_size, **kw)
     piece = SAMPLE_RATE * (piece_ms or chunking.chunk_ms) // 1000
     for i in range(0, len(audio), piece):
         stream.push(audio[i : i + piece])

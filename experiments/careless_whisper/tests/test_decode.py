@@ -59,3 +59,142 @@ def test_streams_longer_than_30_s_start_new_windows_and_stay_bounded(tmp_path):
     assert longest <= 1500 and stream.window_mel > 0
     assert result.emitted_at == sorted(result.emitted_at) and max(result.emitted_at) <= 65.1
     assert len(result.tokens) == len(result.emitted_at) > 0
+
+
+# ---- streaming decoders on a scripted model -----------------------------------------------------
+class ScriptedWhisper(torch.nn.Module):
+    """Stands in for WhisperForConditionalGeneration in the decoders: the "hidden state" at each
+    position is the log-probability row ``script(prefix, frames)`` and ``proj_out`` is the identity,
+    so a test decides exactly what the model prefers after every prefix at every chunk."""
+
+    def __init__(self, script, vocab_size: int, n_start: int):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.script, self.vocab_size, self.n_start = script, vocab_size, n_start
+        self.config = SimpleNamespace(max_target_positions=448)
+        self.model = SimpleNamespace(decoder=self._decoder, encoder=None)
+        self.proj_out = torch.nn.Identity()
+        self.calls = 0
+
+    def _decoder(self, input_ids, encoder_hidden_states, past_key_values=None, use_cache=False):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        frames = encoder_hidden_states.shape[1]
+        if past_key_values is not None:  # the greedy decoder's cache: remember the prefix ourselves
+            prefix = getattr(past_key_values, "prefix", [])
+            full = prefix + input_ids[0].tolist()
+            past_key_values.prefix = full
+            rows = [self._row(full[: len(prefix) + i + 1], frames) for i in range(input_ids.shape[1])]
+            return SimpleNamespace(last_hidden_state=torch.stack(rows)[None])
+        out = [torch.stack([self._row(ids[: i + 1], frames) for i in range(len(ids))]) for ids in input_ids.tolist()]
+        return SimpleNamespace(last_hidden_state=torch.stack(out))
+
+    def _row(self, ids: list[int], frames: int) -> torch.Tensor:
+        probs = torch.full((self.vocab_size,), 1e-6)
+        for token, p in self.script(tuple(ids[self.n_start :]), frames).items():
+            probs[token] = p
+        return (probs / probs.sum()).log()
+
+
+class ScriptCache:
+    def __init__(self):
+        self.prefix = []
+
+    def get_seq_length(self):
+        return len(self.prefix)
+
+    def crop(self, n):
+        del self.prefix[n:]
+
+
+def scripted_stream(script, beam_size, look_back=2, max_new=28):
+    from types import SimpleNamespace
+
+    from experiments.careless_whisper.decode import streaming_transcriber
+    from experiments.careless_whisper.encoder import Chunking
+
+    EOT = 7
+    vocab = SimpleNamespace(eot=EOT, start=[8, 9], suppress=[], suppress_begin=[], first_special=EOT + 2)  # 8, 9: start tokens
+    model = ScriptedWhisper(script, vocab_size=10, n_start=2)
+    stream = streaming_transcriber(model, vocab, Chunking(300), beam_size=beam_size, look_back=look_back, max_new=max_new)
+    stream._new_cache = ScriptCache
+
+    def chunk(frames):
+        stream.encoded = torch.zeros(1, frames, 4)
+        stream._decode_chunk(now=frames * 0.02)
+        return list(stream.tokens)
+
+    return stream, chunk
+
+
+EOT = 7
+
+
+def test_beam_search_finds_what_greedy_misses():
+    # after nothing: 1 (0.5) beats 2 (0.4); but 1 is followed by a flat, uncertain tail, 2 by a sure one
+    def script(prefix, frames):
+        table = {(): {1: 0.5, 2: 0.4, EOT: 0.1}, (1,): {3: 0.3, 4: 0.3, 5: 0.3, EOT: 0.1}, (2,): {6: 0.95, EOT: 0.05}}
+        return table.get(prefix, {EOT: 1.0})
+
+    _, greedy = scripted_stream(script, beam_size=1)
+    _, beam = scripted_stream(script, beam_size=3)
+    assert greedy(30) == [1, 3]  # argmax at each step (ties: the lowest id)
+    assert beam(30) == [2, 6]  # log 0.4 + log 0.95 > log 0.5 + log 0.3
+
+
+def test_beam_cuts_a_tail_token_that_left_the_top_k_and_never_touches_committed_ones():
+    # chunk 1 (30 frames): 1 2 3 4; chunk 2 (45 frames): token 1 collapses (committed: kept),
+    # the last token 4 leaves the top-2 at its position (cut and re-decoded as 5)
+    def script(prefix, frames):
+        late = frames > 30
+        nxt = {(): 1, (1,): 2, (1, 2): 3, (1, 2, 3): 5 if late else 4}
+        if prefix in nxt:
+            row = {nxt[prefix]: 0.9, EOT: 0.05}
+            if late and prefix == ():
+                row = {6: 0.9, 0: 0.05, EOT: 0.04}  # token 1 is no longer even in the top 2
+            return row
+        return {EOT: 1.0}
+
+    stream, chunk = scripted_stream(script, beam_size=2)
+    assert chunk(30) == [1, 2, 3, 4] and stream.committed == 2
+    assert chunk(45) == [1, 2, 3, 5]
+    assert stream.emitted_at[:3] == [0.6] * 3 and stream.emitted_at[3] == 0.9
+
+
+def test_at_most_max_new_tokens_per_chunk_and_eot_ends_the_chunk():
+    def endless(prefix, frames):
+        return {len(prefix) % 5: 0.9, EOT: 0.1}
+
+    for beam_size in (1, 3):
+        stream, chunk = scripted_stream(endless, beam_size=beam_size, max_new=4)
+        assert len(chunk(30)) == 4
+        assert len(chunk(45)) == 8 if beam_size == 1 else 4 < len(chunk(45)) <= 8  # beams of equal rank: any of them
+        if beam_size > 1:
+            assert all(len(b.tokens) <= 8 for b in stream.beams)
+
+    def stops(prefix, frames):
+        return {EOT: 0.9, 1: 0.1} if prefix else {1: 0.9, EOT: 0.1}
+
+    for beam_size in (1, 3):
+        _, chunk = scripted_stream(stops, beam_size=beam_size)
+        assert chunk(30) == [1]
+
+
+def test_beam_rule_cuts_on_leaving_the_top_k_or_on_a_fall_with_a_lost_argmax():
+    from experiments.careless_whisper.decode import beam_unstable
+
+    tokens, previous = [1, 2, 3], [-0.5, -0.5, -0.5]
+    rows = torch.full((3, 6), -5.0)
+    rows[0, 1] = rows[1, 2] = rows[2, 3] = -0.1
+    assert beam_unstable(tokens, previous, rows, 1, 2) is None
+    fell = rows.clone()
+    fell[2, 3], fell[2, 4] = -0.9, -0.6  # token 3 fell and token 4 is now the argmax (still top 2)
+    assert beam_unstable(tokens, previous, fell, 1, 2) == 2
+    fell[2, 4] = -1.0  # fell, but still the argmax: kept
+    assert beam_unstable(tokens, previous, fell, 1, 2) is None
+    out = rows.clone()
+    out[1, 2], out[1, 0], out[1, 5] = -0.2, -0.1, -0.15  # token 2 rose but is third: out of the top 2
+    assert beam_unstable(tokens, [-9.0] * 3, out, 1, 2) == 1
+    assert beam_unstable(tokens, [-9.0] * 3, out, 2, 2) is None  # committed positions are not examined
