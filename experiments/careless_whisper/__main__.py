@@ -1,6 +1,6 @@
 """``python -m experiments.careless_whisper``:
 
-    python -m experiments.careless_whisper transcribe AUDIO [--model tiny.en] [--chunk-ms 300] [--adapter DIR] [--json]
+    python -m experiments.careless_whisper transcribe AUDIO [--model tiny.en] [--chunk-ms 300] [--adapter DIR] [--beam N] [--json]
     python -m experiments.careless_whisper [--preset P] [key=value ...]      # = streamlab reproduce careless_whisper
 """
 

@@ -3,7 +3,11 @@ on the held-out Asterisk prompts (real recorded speech; train and test split by 
 
 Rows: ``offline`` (whole utterance), ``causal_untuned`` (block mask, stock weights),
 ``local_agreement`` (re-encode the growing buffer, LocalAgreement-2), ``careless_whisper`` (block
-mask + LoRA trained on weak chunk targets; one adapter per chunk size, checkpointed per epoch).
+mask + LoRA trained on weak chunk targets; one adapter per chunk size, checkpointed per epoch) and
+``careless_whisper_beam`` (the same adapter, streaming beam search).
+
+Figures: WER against chunk size; a timeline of committed words against the audio for one test
+prompt; per-chunk encoder and decoder time over the 73 s prompt (the cost must not grow with it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from shared.runs import Run
 from .align import AlignmentError, align
 from .audio import SAMPLE_RATE
 from .baselines import local_agreement, offline
-from .decode import Vocabulary, transcribe_stream
+from .decode import Vocabulary, streaming_transcriber, transcribe_stream
 from .encoder import Chunking
 from .lora import add_lora, lora_parameters
 from .metrics import emission_lags, wer, word_emissions
@@ -35,9 +39,11 @@ def evaluate(run_one, prompts, audio, aligned, vocab) -> dict:
     for p in progress(prompts, desc="test prompts"):
         start = time.perf_counter()
         t = run_one(audio[p.name])
-        compute += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        compute += elapsed
         hyps.append(t.text)
-        per_chunk += [e + d for e, d in zip(t.encoder_seconds, t.decoder_seconds)]
+        # offline has one "chunk": the whole utterance
+        per_chunk += [e + d for e, d in zip(t.encoder_seconds, t.decoder_seconds)] if t.encoder_seconds else [elapsed]
         if aligned.get(p.name):
             lags += emission_lags(word_emissions(vocab.tokenizer, t.tokens, t.emitted_at, vocab.eot), aligned[p.name])
     seconds = sum(len(a) for a in audio.values()) / SAMPLE_RATE
@@ -55,6 +61,10 @@ def reproduce(cfg, run: Run) -> None:
     model, data_dir = load_whisper(cfg.model)
     vocab = Vocabulary(data_dir)
     train_prompts, test_prompts = split(load_prompts(), cfg.data.test_fraction)
+    if cfg.data.max_seconds is not None:
+        import soundfile
+
+        train_prompts, test_prompts = ([p for p in ps if soundfile.info(p.path).duration <= cfg.data.max_seconds] for ps in (train_prompts, test_prompts))
     train_prompts = train_prompts[: cfg.data.max_train]
     test_prompts = test_prompts[: cfg.data.max_test]
     audio = {p.name: load_audio(p.path) for p in test_prompts}
@@ -65,12 +75,21 @@ def reproduce(cfg, run: Run) -> None:
         except AlignmentError:
             aligned[p.name] = None  # no reference times: counted in WER, not in the lag
     results: dict[tuple[str, int | None], dict] = {}
+    adapters: dict[int, object] = {}  # chunk ms -> fine-tuned model (shared by the greedy and beam rows)
+
+    def finetuned(chunking: Chunking):
+        if chunking.chunk_ms not in adapters:
+            adapters[chunking.chunk_ms] = adapter_for(cfg, chunking, vocab, train_prompts, run)
+        return adapters[chunking.chunk_ms]
+
     for row in cfg.eval.rows:
         row_cfg = run.compose_row("streaming", row)
-        kind = row_cfg.method.kind
+        kind, beam_size = row_cfg.method.kind, int(row_cfg.method.beam_size)
         sizes = [None] if kind == "offline" else [int(c) for c in cfg.eval.chunks_ms]
         for chunk_ms in sizes:
             if kind == "local_agreement" and chunk_ms < cfg.eval.local_agreement_min_ms:
+                continue
+            if beam_size > 1 and chunk_ms not in cfg.eval.beam_chunks_ms:
                 continue
             key = f"{row}_{chunk_ms}ms" if chunk_ms else row
             done = run.checkpoint_path(f"result_{key}")
@@ -83,10 +102,8 @@ def reproduce(cfg, run: Run) -> None:
                 run_one = lambda a, c=chunk_ms: local_agreement(model, vocab, a, c)  # noqa: E731
             else:
                 chunking = Chunking(chunk_ms)
-                streaming_model = model
-                if row_cfg.method.finetune:
-                    streaming_model = adapter_for(cfg, chunking, vocab, train_prompts, run)
-                run_one = lambda a, m=streaming_model, c=chunking: transcribe_stream(m, vocab, a, c)  # noqa: E731
+                streaming_model = finetuned(chunking) if row_cfg.method.finetune else model
+                run_one = lambda a, m=streaming_model, c=chunking, b=beam_size: transcribe_stream(m, vocab, a, c, beam_size=b, **decode_options(cfg))  # noqa: E731
             result = evaluate(run_one, test_prompts, audio, aligned, vocab)
             run.save_checkpoint(f"result_{key}", result)
             run.logger.log({k: v for k, v in result.items() if k != "hypotheses"}, scope=key)
@@ -105,17 +122,120 @@ def reproduce(cfg, run: Run) -> None:
                 metrics[f"rtf_{c}ms"] = r["rtf"]
         run.add_results("streaming", row, metrics)
     run.save_figure(figure_wer(results, cfg), "wer_vs_chunk")
+    write_hypotheses(run, results, test_prompts)
+    if "careless_whisper" in cfg.eval.rows and main in [int(c) for c in cfg.eval.chunks_ms]:
+        tuned = finetuned(Chunking(main))
+        timeline(run, cfg, tuned, vocab, test_prompts, audio, aligned)
+        cost_over_length(run, cfg, tuned, vocab)
+
+
+def decode_options(cfg) -> dict:
+    return {"look_back": int(cfg.decode.look_back), "max_new": int(cfg.decode.max_new)}
+
+
+def write_hypotheses(run: Run, results, prompts) -> None:
+    """Every reference and hypothesis, per row and chunk size (hypotheses.json): errors can be read."""
+    from shared.io import atomic_write_json
+
+    table = {f"{row}_{c}ms" if c else row: r["hypotheses"] for (row, c), r in results.items()}
+    atomic_write_json(run.dir / "hypotheses.json", {"prompts": [p.name for p in prompts], "references": [p.text for p in prompts], **table})
+
+
+def timeline(run: Run, cfg, model, vocab: Vocabulary, prompts, audio, aligned) -> None:
+    """Committed words against the audio for one test prompt: when each word was emitted, beside
+    the aligner's word ends (timeline.json, figure ``timeline``)."""
+    from shared.io import atomic_write_json
+
+    main = Chunking(int(cfg.eval.main_chunk_ms))
+    name = cfg.eval.timeline_prompt
+    if name is None:  # the longest aligned prompt under 15 s
+        fitting = [p for p in prompts if aligned.get(p.name) and len(audio[p.name]) < 15 * SAMPLE_RATE]
+        name = max(fitting, key=lambda p: len(audio[p.name])).name if fitting else prompts[0].name
+    wave = audio[name]
+    stream = streaming_transcriber(model, vocab, main, **decode_options(cfg))
+    piece = SAMPLE_RATE * main.chunk_ms // 1000
+    for i in range(0, len(wave), piece):
+        stream.push(wave[i : i + piece])
+    result = stream.finish()
+    words = word_emissions(vocab.tokenizer, result.tokens, result.emitted_at, vocab.eot)
+    reference = [(w.text, w.start, w.end) for w in aligned.get(name) or []]
+    atomic_write_json(run.dir / "timeline.json", {"prompt": name, "chunk_ms": main.chunk_ms, "seconds": len(wave) / SAMPLE_RATE,
+                                                  "emitted": words, "aligned": reference})
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 3.6), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
+    t = np.arange(len(wave)) / SAMPLE_RATE
+    top.plot(t, wave, lw=0.4, color="0.3")
+    for text, start, end in reference:
+        top.axvspan(start, end, color="tab:blue", alpha=0.12)
+    top.set(yticks=[], title=f"{name}: committed words ({main.chunk_ms} ms chunks) against the audio")
+    for k, (text, at) in enumerate(words):
+        bottom.plot([at], [1], "o", color="tab:red", ms=3)
+        bottom.annotate(text, (at, 1), xytext=(0, 4 + 9 * (k % 3)), textcoords="offset points", fontsize=7, rotation=30, color="tab:red")
+    for k, (text, start, end) in enumerate(reference):
+        bottom.plot([end], [0], "o", color="tab:blue", ms=3)
+        bottom.annotate(text, (end, 0), xytext=(0, -12 - 9 * (k % 3)), textcoords="offset points", fontsize=7, rotation=30, color="tab:blue")
+    for edge in np.arange(main.first_ms, len(wave) / SAMPLE_RATE + main.chunk_ms / 1e3, main.chunk_ms / 1e3):
+        bottom.axvline(edge, color="0.85", lw=0.5, zorder=0)
+    bottom.set(yticks=[0, 1], yticklabels=["aligned word end", "emitted"], ylim=(-1.2, 2.2), xlabel="audio time (s)")
+    fig.tight_layout()
+    run.save_figure(fig, "timeline")
+
+
+def no_speech(model, vocab: Vocabulary, chunking: Chunking, cfg, seconds: float = 10.0) -> dict:
+    """What the model writes on 10 s without speech: digital silence, and white noise at -50 and
+    -30 dBFS (CarelessWhisper has no voice-activity detector; it must learn to emit end-of-text)."""
+    rng = np.random.default_rng(0)
+    n = int(seconds * SAMPLE_RATE)
+    inputs = {"silence": np.zeros(n, np.float32)}
+    for db in (-50, -30):
+        inputs[f"noise {db} dBFS"] = (rng.standard_normal(n) * 10 ** (db / 20)).astype(np.float32)
+    return {name: transcribe_stream(model, vocab, wave, chunking, **decode_options(cfg)).text.strip() for name, wave in inputs.items()}
+
+
+def cost_over_length(run: Run, cfg, model, vocab: Vocabulary) -> None:
+    """Per-chunk encoder and decoder time over one long prompt (73 s: two 30 s window resets):
+    with the encoder cache, neither grows with the utterance (cost.json, figure ``cost_per_chunk``)."""
+    from shared.io import atomic_write_json
+
+    main = Chunking(int(cfg.eval.main_chunk_ms))
+    found = [p for p in load_prompts() if p.name == cfg.eval.long_prompt]
+    if not found:
+        run.logger.log({"cost_prompt_missing": cfg.eval.long_prompt})
+        return
+    wave = load_audio(found[0].path)
+    start = time.perf_counter()
+    result = transcribe_stream(model, vocab, wave, main, **decode_options(cfg))
+    seconds = time.perf_counter() - start
+    enc, dec = 1e3 * np.array(result.encoder_seconds), 1e3 * np.array(result.decoder_seconds)
+    quarter = max(1, len(enc) // 4)
+    summary = {"prompt": found[0].name, "audio_s": len(wave) / SAMPLE_RATE, "chunks": len(enc), "rtf": seconds / (len(wave) / SAMPLE_RATE),
+               "encoder_ms_first_quarter": float(enc[:quarter].mean()), "encoder_ms_last_quarter": float(enc[-quarter:].mean()),
+               "decoder_ms_first_quarter": float(dec[:quarter].mean()), "decoder_ms_last_quarter": float(dec[-quarter:].mean()),
+               "encoder_ms": enc.tolist(), "decoder_ms": dec.tolist(), "threads": torch.get_num_threads(), "text": result.text,
+               "silence": no_speech(model, vocab, main, cfg)}
+    atomic_write_json(run.dir / "cost.json", summary)
+    run.logger.log({k: v for k, v in summary.items() if not isinstance(v, (list, str))}, scope="cost")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    at = main.first_ms / 1e3 + np.arange(len(enc)) * main.chunk_ms / 1e3
+    ax.plot(at, enc, lw=0.8, label="encoder (new frames only)")
+    ax.plot(at, dec, lw=0.8, label="decoder")
+    ax.plot(at, np.array(result.encoder_seconds) * 0 + 1e3 * main.chunk_ms / 1e3, ls="--", color="0.5", lw=0.8, label="real time (chunk length)")
+    ax.set(xlabel="audio time (s)", ylabel="ms per chunk", yscale="log", title=f"{found[0].name} ({len(wave) / SAMPLE_RATE:.0f} s), {main.chunk_ms} ms chunks")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    run.save_figure(fig, "cost_per_chunk")
 
 
 def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: Run):
     """A fresh base model with LoRA trained at this chunk size (resumes per epoch)."""
     base, _ = load_whisper(cfg.model)
     model = add_lora(base, int(cfg.lora.rank), init=cfg.lora.init, seed=int(cfg.train.seed))
-    utterances = prepare(train_prompts, vocab, chunking)
+    utterances = prepare(train_prompts, vocab, chunking, speeds=[float(x) for x in cfg.train.speeds])
     fraction = float(cfg.train.fraction.get(chunking.chunk_ms, 0.25))
     run.logger.log({"lora_parameters": lora_parameters(model), "train_utterances": len(utterances)}, scope=f"lora_{chunking.chunk_ms}ms")
     return fit_adapter(model, utterances, chunking, cfg.train, fraction, run.dir / "adapters" / f"{chunking.chunk_ms}ms",
-                       log=lambda m: run.logger.log(m, scope=f"lora_{chunking.chunk_ms}ms"))
+                       log=lambda m: run.logger.log(m, scope=f"lora_{chunking.chunk_ms}ms"), meta={"model": cfg.model, "rank": int(cfg.lora.rank)})
 
 
 def figure_wer(results, cfg):

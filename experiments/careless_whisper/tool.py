@@ -1,6 +1,6 @@
 """Stream an audio file through the causal Whisper and print words as they are committed.
 
-    python -m experiments.careless_whisper transcribe talk.wav --model tiny.en --chunk-ms 300 [--adapter DIR] [--json]
+    python -m experiments.careless_whisper transcribe talk.wav --model tiny.en --chunk-ms 300 [--adapter DIR] [--beam 5] [--json]
 
 Any sample rate and channel count soundfile reads is converted to 16 kHz mono. Without ``--json``,
 committed words are printed as they become final (older than the 2-token tentative tail), with the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from shared.errors import StreamlabError
 
@@ -31,8 +32,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny.en", choices=("tiny.en", "base"))
     p.add_argument("--chunk-ms", type=int, default=300)
     p.add_argument("--adapter", help="a LoRA adapter folder saved by training (e.g. RUN/adapters/300ms/adapter)")
+    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
     p.add_argument("--json", action="store_true")
     return p
+
+
+def check_adapter(path: Path, model: str, chunk_ms: int) -> None:
+    """An adapter folder written by training, for this model (another model's LoRA has other shapes);
+    a different chunk size only warns: it runs, but the adapter was trained for its own."""
+    if not (path / "adapter_config.json").is_file():
+        raise StreamlabError(f"no LoRA adapter at {path}: expected adapter_config.json there (training writes RUN/adapters/<ms>ms/adapter)")
+    meta_path = path / "careless_whisper.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("model") != model:
+            raise StreamlabError(f"adapter {path} was trained for Whisper {meta.get('model')}, not {model}: pass --model {meta.get('model')}")
+        if meta.get("chunk_ms") != chunk_ms:
+            print(f"careless_whisper: warning: adapter {path} was trained for {meta.get('chunk_ms')} ms chunks, streaming {chunk_ms} ms", file=sys.stderr)
 
 
 def transcribe(args) -> dict:
@@ -40,7 +56,7 @@ def transcribe(args) -> dict:
     import torch
 
     from .audio import SAMPLE_RATE
-    from .decode import StreamingTranscriber, Vocabulary
+    from .decode import Vocabulary, streaming_transcriber
     from .encoder import Chunking
     from .metrics import word_emissions
     from .speech import load_audio
@@ -50,6 +66,10 @@ def transcribe(args) -> dict:
         chunking = Chunking(args.chunk_ms)
     except ValueError as err:
         raise StreamlabError(str(err)) from err
+    if args.beam < 1:
+        raise StreamlabError(f"--beam must be at least 1 (got {args.beam})")
+    if args.adapter:
+        check_adapter(Path(args.adapter), args.model, chunking.chunk_ms)
     audio = load_audio(args.audio)
     model, data_dir = load_whisper(args.model)
     if args.adapter:
@@ -57,7 +77,7 @@ def transcribe(args) -> dict:
 
         model = PeftModel.from_pretrained(model, args.adapter).eval()
     vocab = Vocabulary(data_dir)
-    stream = StreamingTranscriber(model, vocab, chunking)
+    stream = streaming_transcriber(model, vocab, chunking, beam_size=args.beam)
     piece = SAMPLE_RATE * chunking.chunk_ms // 1000
     printed = 0
     with torch.inference_mode():

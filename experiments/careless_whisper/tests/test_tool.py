@@ -1,0 +1,58 @@
+"""The transcribe tool from the command line: clear errors (exit 2, one line), any sample rate and
+channel count, and the JSON it promises."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def transcribe(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.careless_whisper", "transcribe", *map(str, args)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "make, args, message",
+    [
+        (None, ["missing.wav"], "no such"),
+        (lambda p: p.write_bytes(b"RIFF\x00\x00garbage"), [], "cannot read"),
+        (lambda p: __import__("soundfile").write(p, np.zeros((0, 2), np.float32), 44100), [], "empty"),
+        (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--chunk-ms", "250"], "chunk"),
+        (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--adapter", "nowhere"], "adapter"),
+        (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--beam", "0"], "--beam"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, make, args, message):
+    audio = tmp_path / "a.wav"
+    if make is not None:
+        make(audio)
+    out = transcribe(tmp_path / args[0] if args and args[0] == "missing.wav" else audio, *(args[1:] if args and args[0] == "missing.wav" else args))
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_json_on_real_speech_at_44_1_khz_stereo(tmp_path):
+    """The stock weights (no adapter) on a real prompt resampled to 44.1 kHz stereo: words with
+    emission times on the chunk grid, in order, inside the audio (plus the final flush)."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    from experiments.careless_whisper.speech import load_audio, load_prompts
+
+    speech = load_audio(next(p for p in load_prompts() if p.name == "vm-goodbye").path)
+    stereo = np.stack([resample_poly(speech, 441, 160)] * 2, axis=1).astype(np.float32)
+    sf.write(tmp_path / "goodbye.flac", stereo, 44100)
+    out = transcribe(tmp_path / "goodbye.flac", "--chunk-ms", "1000", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert abs(result["audio_seconds"] - len(speech) / 16000) < 0.01 and not result["silence_only"]
+    assert "goodbye" in result["text"].lower()
+    times = [w["emitted_at"] for w in result["words"]]
+    assert times == sorted(times) and times[-1] <= result["audio_seconds"] + 1.1
+    assert all(abs((t - 0.6) / 1.0 - round((t - 0.6) / 1.0)) < 0.02 or t >= result["audio_seconds"] for t in times)
