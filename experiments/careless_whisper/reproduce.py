@@ -43,7 +43,7 @@ def evaluate(run_one, prompts, audio, aligned, vocab) -> dict:
         compute += elapsed
         hyps.append(t.text)
         # offline has one "chunk": the whole utterance
-        per_chunk += [e + d for e, d in zip(t.encoder_seconds, t.decoder_seconds)] if t.encoder_seconds else [elapsed]
+        per_chunk += [e + d for e, d in zip(t.encoder_seconds, t.decoder_seconds)] or [elapsed]
         if aligned.get(p.name):
             lags += emission_lags(word_emissions(vocab.tokenizer, t.tokens, t.emitted_at, vocab.eot), aligned[p.name])
     seconds = sum(len(a) for a in audio.values()) / SAMPLE_RATE
