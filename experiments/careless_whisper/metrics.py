@@ -50,21 +50,31 @@ def word_emissions(tokenizer, tokens: list[int], emitted_at: list[float], eot: i
 
 def emission_lags(emitted: list[tuple[str, float]], aligned) -> list[float]:
     """Per reference word found in order in the hypothesis: emission time minus its aligned end.
-    Matching is by normalised spelling along a monotone path (jiwer's alignment of the two word lists)."""
+
+    Matching is by normalised spelling along a monotone path (jiwer's alignment of the two word
+    lists). The normaliser may split a word ("non-administrator" -> "non administrator"), so both
+    sides are aligned piece by piece and each piece remembers its word; a reference word counts once,
+    emitted when its last matched piece was.
+    """
     import jiwer
 
-    ref = [normalise(w.text) for w in aligned]
-    hyp = [normalise(w) for w, _ in emitted]
-    keep_r = [i for i, w in enumerate(ref) if w]
-    keep_h = [i for i, w in enumerate(hyp) if w]
-    if not keep_r or not keep_h:
+    def pieces(words):
+        out, owner = [], []
+        for i, w in enumerate(words):
+            for piece in normalise(w).split():
+                out.append(piece)
+                owner.append(i)
+        return out, owner
+
+    ref, ref_owner = pieces([w.text for w in aligned])
+    hyp, hyp_owner = pieces([w for w, _ in emitted])
+    if not ref or not hyp:
         return []
-    out = jiwer.process_words(" ".join(ref[i] for i in keep_r), " ".join(hyp[i] for i in keep_h))
-    lags = []
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    done: dict[int, float] = {}  # reference word -> emission of its last matched piece
     for chunk in out.alignments[0]:
         if chunk.type == "equal":
             for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
-                r = keep_r[chunk.ref_start_idx + k]
-                h = keep_h[chunk.hyp_start_idx + k]
-                lags.append(emitted[h][1] - aligned[r].end)
-    return lags
+                r = ref_owner[chunk.ref_start_idx + k]
+                done[r] = max(done.get(r, -float("inf")), emitted[hyp_owner[chunk.hyp_start_idx + k]][1])
+    return [done[r] - aligned[r].end for r in sorted(done)]

@@ -1,0 +1,22 @@
+"""WER normalisation and emission lags on hand-made cases with a known answer."""
+
+import pytest
+
+from experiments.careless_whisper.align import Word
+from experiments.careless_whisper.metrics import emission_lags, normalise, wer
+
+
+def test_wer_normalises_case_punctuation_and_numbers():
+    assert wer(["Please press 1, then the pound key."], ["please press one then the pound key"])["wer"] == 0
+    assert wer(["press 2 to exit"], ["press 3 to exit now"])["wer"] == pytest.approx(2 / 4)
+    assert normalise("...to decrease the volume.") == normalise("To decrease the volume...")
+
+
+def test_lags_match_words_in_order_even_when_the_normaliser_splits_them():
+    aligned = [Word("kick", 0.0, 0.4), Word("all", 0.4, 0.6), Word("non-administrator", 0.6, 1.5), Word("users.", 1.5, 2.0)]
+    emitted = [("kick", 0.9), ("all", 0.9), ("non-administrator", 1.8), ("users", 2.4)]
+    assert emission_lags(emitted, aligned) == pytest.approx([0.5, 0.3, 0.3, 0.4])
+    # a missing word and an inserted one: only matched words count, each reference word once
+    emitted = [("kick", 0.9), ("them", 1.0), ("non", 1.5), ("administrator", 1.8), ("users", 2.4)]
+    assert emission_lags(emitted, aligned) == pytest.approx([0.5, 0.3, 0.4])  # split word: its last piece
+    assert emission_lags([], aligned) == []
