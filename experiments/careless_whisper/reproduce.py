@@ -97,13 +97,13 @@ def reproduce(cfg, run: Run) -> None:
                 results[(row, chunk_ms)] = torch.load(done, weights_only=False)
                 continue
             if kind == "offline":
-                run_one = lambda a: offline(model, vocab, a)  # noqa: E731
+                run_one = lambda a: offline(model, vocab, a)
             elif kind == "local_agreement":
-                run_one = lambda a, c=chunk_ms: local_agreement(model, vocab, a, c)  # noqa: E731
+                run_one = lambda a, c=chunk_ms: local_agreement(model, vocab, a, c)
             else:
                 chunking = Chunking(chunk_ms)
                 streaming_model = finetuned(chunking) if row_cfg.method.finetune else model
-                run_one = lambda a, m=streaming_model, c=chunking, b=beam_size: transcribe_stream(m, vocab, a, c, beam_size=b, **decode_options(cfg))  # noqa: E731
+                run_one = lambda a, m=streaming_model, c=chunking, b=beam_size: transcribe_stream(m, vocab, a, c, beam_size=b, **decode_options(cfg))
             result = evaluate(run_one, test_prompts, audio, aligned, vocab)
             run.save_checkpoint(f"result_{key}", result)
             run.logger.log({k: v for k, v in result.items() if k != "hypotheses"}, scope=key)

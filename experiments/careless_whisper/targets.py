@@ -30,7 +30,7 @@ class TokenSequence:
     n_start: int
 
     @classmethod
-    def build(cls, tokenizer, words, start_ids: list[int], eot_id: int) -> "TokenSequence":
+    def build(cls, tokenizer, words, start_ids: list[int], eot_id: int) -> TokenSequence:
         text_ids, ends = [], []
         for word in words:
             ids = tokenizer.encode(" " + word.text, add_special_tokens=False).ids

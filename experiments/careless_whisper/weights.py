@@ -80,8 +80,7 @@ def read_package(model: str) -> ModelBin:
     with TemporaryDirectory() as tmp:  # the reader takes a path; joining costs one 145 MB write
         joined = Path(tmp) / "model.bin"
         with open(joined, "wb") as out:
-            for part in parts:
-                out.write(part.read_bytes())
+            out.writelines(part.read_bytes() for part in parts)
         return read_model_bin(joined)
 
 

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.careless_whisper.audio import StreamingMel, offline_log_mel, streamed_mel
+from experiments.careless_whisper.audio import (
+    StreamingMel,
+    offline_log_mel,
+    streamed_mel,
+)
 from experiments.careless_whisper.speech import clean_transcript, load_audio
 from shared.errors import DataError
 

@@ -34,7 +34,6 @@ def test_tokens_older_than_the_look_back_are_committed():
 def test_streams_longer_than_30_s_start_new_windows_and_stay_bounded(tmp_path):
     """A random tiny Whisper (fast) on 65 s of noise: no error, encoder cache <= 1500 frames,
     emission times monotone and inside the audio, the token prefix carried across windows."""
-    import json
 
     import numpy as np
 

@@ -4,7 +4,11 @@ masked, and incremental == masked prefix == truncated input."""
 import pytest
 import torch
 
-from experiments.careless_whisper.encoder import Chunking, IncrementalEncoder, encode_prefix
+from experiments.careless_whisper.encoder import (
+    Chunking,
+    IncrementalEncoder,
+    encode_prefix,
+)
 from experiments.careless_whisper.weights import load_whisper
 from shared.streaming.masks import dense_mask
 

@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from experiments.careless_whisper.align import AlignmentError, Word, align, spoken_form
-from experiments.careless_whisper.targets import IGNORE, TokenSequence, sample_chunk_steps
+from experiments.careless_whisper.targets import (
+    IGNORE,
+    TokenSequence,
+    sample_chunk_steps,
+)
 
 
 class CharTokenizer:

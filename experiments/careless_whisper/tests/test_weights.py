@@ -7,13 +7,18 @@ import pytest
 import torch
 
 from experiments.careless_whisper.ct2 import read_model_bin, write_model_bin
-from experiments.careless_whisper.weights import build_model, package_files, read_package, to_state_dict
+from experiments.careless_whisper.weights import (
+    build_model,
+    package_files,
+    read_package,
+    to_state_dict,
+)
 from shared.errors import DataError
 
 
 def tiny_variables(rng, d=8, heads=2, ffn=12, vocab=40, layers=(2, 1), frames=10, targets=6):
     """A random Whisper in CTranslate2 naming, float16 like the packaged files."""
-    f = lambda *shape: rng.normal(0, 0.2, shape).astype(np.float16)  # noqa: E731
+    f = lambda *shape: rng.normal(0, 0.2, shape).astype(np.float16)
     v = {"encoder/conv1/weight": f(d, 80, 3), "encoder/conv1/bias": f(d), "encoder/conv2/weight": f(d, d, 3), "encoder/conv2/bias": f(d),
          "encoder/position_encodings/encodings": f(frames, d), "decoder/position_encodings/encodings": f(targets, d),
          "decoder/embeddings/weight": f(vocab, d), "encoder/num_heads": np.array(heads, np.int16), "decoder/num_heads": np.array(heads, np.int16),
