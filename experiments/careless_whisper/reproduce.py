@@ -113,6 +113,9 @@ def reproduce(cfg, run: Run) -> None:
         if run.has_row("streaming", row):
             continue
         mine = {c: r for (rw, c), r in results.items() if rw == row}
+        if not mine:  # e.g. LocalAgreement-2 or beam with none of eval.chunks_ms in their lists
+            run.logger.log({"row_skipped": row, "reason": "no chunk size of eval.chunks_ms runs this row"})
+            continue
         head = mine.get(None) or mine.get(main) or next(iter(mine.values()))
         metrics = {k: head[k] for k in ("wer", "lag_s", "rtf", "ms_per_chunk")}
         for c, r in mine.items():
