@@ -23,6 +23,6 @@ SPEC = ExperimentSpec(
     preset_notes={
         "smoke": "a few prompts, one epoch: plumbing only",
         "cpu": "tiny.en, 300 and 1000 ms chunks, 4 LoRA epochs per size on 409 prompts (see README for time)",
-        "paper": "base, chunks 40-1000 ms, 10 epochs per size; GPU",
+        "paper": "base, chunks 40-1000 ms, 10 epochs per size; meant for a GPU, but trainer.device is not wired yet (runs on CPU)",
     },
 )

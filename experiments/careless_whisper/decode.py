@@ -224,22 +224,21 @@ class Beam:
         return self.score / max(1, len(self.tokens) + self.ended)
 
 
-
-
 class BeamStreamingTranscriber(StreamingTranscriber):
-    """Streaming beam search (brief 2.7): hypotheses persist across chunks; at a chunk's first step a
-    beam is cut at the first of its last ``look_back`` tokens that left the top ``beam_size`` at its
-    position or whose log-probability fell while it lost the argmax (``beam_unstable``), and re-scored under the new audio; each beam proposes its top ``beam_size + 1``
-    tokens and the best ``beam_size`` candidates by summed log-probability survive (those ending in
-    end-of-text as finished hypotheses). The chunk ends when the best candidate of a step is
-    end-of-text or after ``max_new`` tokens; the transcript, and the beams carried to the next
-    chunk, are ranked by log-probability per token (upstream's ranking: by the summed
-    log-probability a hypothesis that stopped early always wins, and the stream stalls there).
-
-    One deliberate difference from upstream (README): upstream stops as soon as *any* survivor is
-    end-of-text, which in a stream, where end-of-text is a likely token after almost every word,
-    ends most searches after one token; we stop when end-of-text is the *best* candidate. Tokens older than the best beam's last
+    """Streaming beam search (brief 2.7). Hypotheses persist across chunks. At a chunk's first step
+    each beam is cut at the first of its last ``look_back`` tokens that left the top ``beam_size``
+    at its position or whose log-probability fell while it lost the argmax (``beam_unstable``),
+    and re-scored under the new audio. Then each beam proposes its top ``beam_size + 1`` tokens and
+    the best ``beam_size`` candidates by summed log-probability survive (those ending in
+    end-of-text as finished hypotheses); the chunk ends when the best candidate of a step is
+    end-of-text, or after ``max_new`` tokens. The transcript, and the beams carried to the next
+    chunk, are ranked by log-probability per token. Tokens older than the best beam's last
     ``look_back`` are committed: beams that disagree with them are dropped, so they never change.
+
+    Three deliberate differences from upstream, each measured (README): the fell-and-lost-argmax
+    revision (WhisperRT's), per-token ranking (by the sum, a beam that stopped early always wins
+    and the stream stalls), and stopping when end-of-text is the *best* candidate rather than any
+    survivor (in a stream end-of-text is likely after almost every word).
 
     No decoder KV cache here (as upstream): every step re-runs the decoder over the padded beams.
     """
@@ -314,7 +313,7 @@ class BeamStreamingTranscriber(StreamingTranscriber):
             finished += [Beam(b.tokens, b.emitted_at, b.logp, score, ended=True) for score, b, t in survivors if t is None]
             beams = [Beam(b.tokens + [t], b.emitted_at + [now], b.logp + [score - b.score], score) for score, b, t in survivors if t is not None]
             if survivors[0][2] is None or not beams:
-                break  # a complete hypothesis outscores every extension: adding tokens only lowers the sum
+                break  # end-of-text is the best continuation of every beam (or nothing is left to extend)
             rows = self._log_probs(beams, every_position=False)
         pool = sorted(finished + beams, key=Beam.rank, reverse=True)
         best = pool[0]
