@@ -21,12 +21,12 @@ Conventions, stated once:
 
 from .attention import BACKENDS, AttentionResult, attend, choose_backend
 from .cache import CacheBudgetError, KVCache
-from .masks import BlockCausal, Causal, FrameWindow, MaskSpec, SinkWindow, SlidingWindow, block_mask, dense_mask
+from .masks import BlockCausal, Causal, FrameWindow, MaskSpec, SinkWindow, SlidingWindow, Window3D, block_mask, dense_mask
 from .policies import Chain, DeepSink, FrameSink, Full, ParticipativeCompression, Ring, SinkWindowPolicy
 from .rope import Rope
 
 __all__ = [
     "BACKENDS", "AttentionResult", "attend", "choose_backend", "CacheBudgetError", "KVCache",
-    "BlockCausal", "Causal", "FrameWindow", "MaskSpec", "SinkWindow", "SlidingWindow", "block_mask", "dense_mask",
+    "BlockCausal", "Causal", "FrameWindow", "MaskSpec", "SinkWindow", "SlidingWindow", "Window3D", "block_mask", "dense_mask",
     "Chain", "DeepSink", "FrameSink", "Full", "ParticipativeCompression", "Ring", "SinkWindowPolicy", "Rope",
 ]

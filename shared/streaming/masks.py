@@ -125,6 +125,35 @@ class FrameWindow(MaskSpec):
         return (fk <= fq) & ((fq - fk < self.window_frames) | (fk < self.sink_frames))
 
 
+@dataclass(frozen=True)
+class Window3D(MaskSpec):
+    """Video DiT window attention (Swin-3D, StreamDiT): tokens at raster positions of a
+    ``grid = (F, H, W)`` attend only inside their ``window = (Fw, Hw, Ww)`` cell after the grid is
+    cyclically shifted by ``shift`` (Swin's roll: a token at coordinate x lands at (x - shift) mod
+    size; windows wrap around the grid's ends, with no seam mask). ``shift = (0, 0, 0)``: plain
+    non-overlapping windows. Every window size must divide its grid size."""
+
+    grid: tuple[int, int, int]
+    window: tuple[int, int, int]
+    shift: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self):
+        for n, w, sh in zip(self.grid, self.window, self.shift):
+            if n < 1 or w < 1 or n % w or not 0 <= sh < n:
+                raise ValueError(f"Window3D: window {self.window} must divide grid {self.grid} and 0 <= shift < size (shift {self.shift})")
+
+    def _cell(self, p):
+        F, H, W = self.grid
+        f = torch.div(p, H * W, rounding_mode="floor")
+        h = torch.div(p, W, rounding_mode="floor") % H
+        w = p % W
+        cells = [torch.div((x - sh) % n, win, rounding_mode="floor") for x, n, win, sh in zip((f, h, w), self.grid, self.window, self.shift)]
+        return (cells[0] * (H // self.window[1]) + cells[1]) * (W // self.window[2]) + cells[2]
+
+    def allowed(self, q, k):
+        return self._cell(q) == self._cell(k)
+
+
 def _visible(spec: MaskSpec | None, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     valid = k >= 0
     return valid if spec is None else spec.allowed(q, k) & valid

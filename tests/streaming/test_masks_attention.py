@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from shared.streaming import BlockCausal, Causal, FrameWindow, SinkWindow, SlidingWindow, attend, choose_backend, dense_mask
+from shared.streaming import BlockCausal, Causal, FrameWindow, SinkWindow, SlidingWindow, Window3D, attend, choose_backend, dense_mask
 from shared.streaming.attention import reference_attention
 
 SPECS = [
@@ -20,6 +20,8 @@ SPECS = [
     FrameWindow(3, 2, sink_frames=1),
     SinkWindow(2, 3) | BlockCausal(5),
     SlidingWindow(6) & BlockCausal(2, first_block=3),
+    Window3D((2, 3, 4), (1, 3, 2)),
+    Window3D((2, 3, 4), (2, 3, 2), shift=(1, 0, 1)),
 ]
 
 
@@ -40,6 +42,13 @@ def brute_force(spec, q, k):
     if isinstance(spec, FrameWindow):
         fq, fk = q // spec.tokens_per_frame, k // spec.tokens_per_frame
         return fk <= fq and (fq - fk < spec.window_frames or fk < spec.sink_frames)
+    if isinstance(spec, Window3D):
+        def cell(p):
+            F, H, W = spec.grid
+            coords = (p // (H * W), (p // W) % H, p % W)
+            return tuple(((x - sh) % n) // w for x, n, w, sh in zip(coords, spec.grid, spec.window, spec.shift))
+
+        return cell(q) == cell(k)
     a, b = brute_force(spec.a, q, k), brute_force(spec.b, q, k)
     return (a and b) if type(spec).__name__ == "And" else (a or b)
 

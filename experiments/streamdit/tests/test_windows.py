@@ -1,0 +1,45 @@
+"""The window fast path against its specification (the shared core's Window3D mask), in float64,
+with gradients, on odd grids; and the receptive field it promises."""
+
+import pytest
+import torch
+
+from experiments.streamdit.windows import window_attention
+from shared.streaming import Window3D, attend
+
+
+@pytest.mark.parametrize("grid, window, shift", [((4, 6, 4), (2, 3, 2), (0, 0, 0)), ((4, 6, 4), (2, 3, 2), (1, 1, 1)),
+                                                 ((3, 5, 2), (3, 5, 1), (0, 2, 1)), ((2, 4, 4), (2, 4, 4), (0, 0, 0))])
+def test_fast_path_equals_the_masked_reference_with_gradients(grid, window, shift):
+    g = torch.Generator().manual_seed(0)
+    n = grid[0] * grid[1] * grid[2]
+    q, k, v = (torch.randn(2, 3, n, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    fast = window_attention(q, k, v, grid, window, shift)
+    spec = attend(q, k, v, Window3D(grid, window, shift), backend="reference")
+    assert torch.allclose(fast, spec, atol=1e-12)
+    w = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    grads_fast = torch.autograd.grad((fast * w).sum(), (q, k, v))
+    grads_spec = torch.autograd.grad((spec * w).sum(), (q, k, v))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads_fast, grads_spec))
+    if window == grid:  # one window: full attention
+        assert torch.allclose(fast, attend(q, k, v, None, backend="reference"), atol=1e-12)
+
+
+def test_a_token_sees_exactly_its_window_and_the_shift_crosses_borders():
+    grid, window = (4, 4, 4), (2, 2, 2)
+    n = 64
+    v = torch.eye(n, dtype=torch.float64)[None, None]  # value j = one-hot j: the output shows who was seen
+    q = k = torch.zeros(1, 1, n, n, dtype=torch.float64)  # equal scores: uniform weights over the window
+    plain = window_attention(q, k, v, grid, window)[0, 0] > 0
+    shifted = window_attention(q, k, v, grid, window, (1, 1, 1))[0, 0] > 0
+    assert (plain.sum(1) == 8).all() and (shifted.sum(1) == 8).all()
+    token = lambda f, h, w: (f * 4 + h) * 4 + w  # noqa: E731
+    assert plain[token(0, 0, 0), token(1, 1, 1)] and not plain[token(1, 1, 1), token(2, 2, 2)]
+    assert shifted[token(1, 1, 1), token(2, 2, 2)] and not shifted[token(0, 0, 0), token(1, 1, 1)]
+    assert shifted[token(0, 0, 0), token(3, 3, 3)]  # cyclic: the grid's ends meet
+
+
+def test_window_must_divide_the_grid():
+    x = torch.zeros(1, 1, 24, 2)
+    with pytest.raises(ValueError, match="must divide"):
+        window_attention(x, x, x, (2, 3, 4), (2, 2, 2))
