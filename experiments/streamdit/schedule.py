@@ -16,8 +16,8 @@ tau = 1, never at an accumulated 0.9999.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -47,7 +47,7 @@ class Partition:
         return self.N * self.s
 
     @classmethod
-    def for_buffer(cls, B: int, c: int, s: int = 1, K: int = 0) -> "Partition":
+    def for_buffer(cls, B: int, c: int, s: int = 1, K: int = 0) -> Partition:
         if c < 1 or (B - K) % c:
             raise ValueError(f"chunk size {c} must divide the {B - K} non-reference frames of a {B}-frame buffer")
         return cls(K, (B - K) // c, c, s)
@@ -110,7 +110,7 @@ class StreamQueue:
         self.emitted = 0  # frames emitted so far
 
     @classmethod
-    def start(cls, velocity: Velocity, part: Partition, x0: torch.Tensor, noise=None, references: torch.Tensor | None = None) -> "StreamQueue":
+    def start(cls, velocity: Velocity, part: Partition, x0: torch.Tensor, noise=None, references: torch.Tensor | None = None) -> StreamQueue:
         """Fill the queue from a uniform trajectory (brief 2.6): chunk j (0 = head) starts at level
         (N-1-j) s, taken from the uniform sampler's state at that level; a chunk at level 0 is the
         noise itself. ``x0``: [b, B, ...] noise; references (K frames) default to that trajectory's end."""
@@ -132,7 +132,7 @@ class StreamQueue:
                 x[:, frames] = trajectory[level][:, frames]
         if noise is None:
             generator = torch.Generator().manual_seed(0)
-            noise = lambda shape: torch.randn(shape, generator=generator, dtype=x0.dtype)  # noqa: E731
+            noise = lambda shape: torch.randn(shape, generator=generator, dtype=x0.dtype)
         return cls(part, x, levels, noise)
 
     @property

@@ -23,10 +23,10 @@ class MaskSpec:
         """Boolean tensor: may a query at stream position ``q`` see a key at position ``k``?"""
         raise NotImplementedError
 
-    def __and__(self, other: "MaskSpec") -> "MaskSpec":
+    def __and__(self, other: MaskSpec) -> MaskSpec:
         return And(self, other)
 
-    def __or__(self, other: "MaskSpec") -> "MaskSpec":
+    def __or__(self, other: MaskSpec) -> MaskSpec:
         return Or(self, other)
 
 
@@ -143,7 +143,7 @@ class Window3D(MaskSpec):
                 raise ValueError(f"Window3D: window {self.window} must divide grid {self.grid} and 0 <= shift < size (shift {self.shift})")
 
     def _cell(self, p):
-        F, H, W = self.grid
+        _, H, W = self.grid
         f = torch.div(p, H * W, rounding_mode="floor")
         h = torch.div(p, W, rounding_mode="floor") % H
         w = p % W

@@ -44,7 +44,7 @@ def brute_force(spec, q, k):
         return fk <= fq and (fq - fk < spec.window_frames or fk < spec.sink_frames)
     if isinstance(spec, Window3D):
         def cell(p):
-            F, H, W = spec.grid
+            _, H, W = spec.grid
             coords = (p // (H * W), (p // W) % H, p % W)
             return tuple(((x - sh) % n) // w for x, n, w, sh in zip(coords, spec.grid, spec.window, spec.shift))
 

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from experiments.streamdit.schedule import Partition, StreamQueue, euler_sample, make_xt, training_times, velocity_target
+from experiments.streamdit.schedule import (
+    Partition,
+    StreamQueue,
+    euler_sample,
+    make_xt,
+    training_times,
+    velocity_target,
+)
 
 
 def test_partition_algebra_and_bad_chunk_sizes():

@@ -33,7 +33,7 @@ def test_a_token_sees_exactly_its_window_and_the_shift_crosses_borders():
     plain = window_attention(q, k, v, grid, window)[0, 0] > 0
     shifted = window_attention(q, k, v, grid, window, (1, 1, 1))[0, 0] > 0
     assert (plain.sum(1) == 8).all() and (shifted.sum(1) == 8).all()
-    token = lambda f, h, w: (f * 4 + h) * 4 + w  # noqa: E731
+    token = lambda f, h, w: (f * 4 + h) * 4 + w
     assert plain[token(0, 0, 0), token(1, 1, 1)] and not plain[token(1, 1, 1), token(2, 2, 2)]
     assert shifted[token(1, 1, 1), token(2, 2, 2)] and not shifted[token(0, 0, 0), token(1, 1, 1)]
     assert shifted[token(0, 0, 0), token(3, 3, 3)]  # cyclic: the grid's ends meet

@@ -1,0 +1,187 @@
+"""The time-varying adaLN DiT over a buffer of video frames (brief 2.4).
+
+Tokens: each frame is cut into ``patch x patch`` pixel (or latent) patches, giving a [F, H, W]
+token grid; a factorised position embedding over *buffer* positions (never stream positions, so
+it does not grow with the stream). Every frame carries its own time tau_f: a sinusoidal embedding
+and an MLP give one conditioning vector per frame, and each block's adaLN (shift, scale, gate for
+attention and FFN) is computed per frame and broadcast to that frame's tokens. With all tau equal
+this is an ordinary adaLN DiT.
+
+Block: modulated norm -> 3D window self-attention (shifted by half a window on odd layers) ->
+gated residual; cross-attention to the conditioning tokens (a class or a short text); modulated
+norm -> FFN -> gated residual. Gates and the output layer start at zero (DiT), so an untrained
+model predicts zero velocity.
+
+    cfg = DiTConfig(channels=3, frames=16, height=32, width=32, patch=2, dim=128, depth=4, heads=4, window=(4, 8, 8))
+    model = StreamDiT(cfg)
+    v = model(x [b, F, C, H, W], tau [b, F], text [b, L] token ids)      # -> [b, F, C, H, W]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .windows import window_attention
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    channels: int = 3
+    frames: int = 16          # buffer length B
+    height: int = 32
+    width: int = 32
+    patch: int = 2
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    ffn: int | None = None    # hidden width; None: 4 dim (GELU); with swiglu: the gate width
+    swiglu: bool = False
+    window: tuple[int, int, int] = (4, 8, 8)   # in tokens (frames, rows, columns)
+    vocab: int = 64           # conditioning tokens; id 0 is the null token (classifier-free guidance)
+    text_len: int = 8
+    adaln_single: bool = False  # one shared adaLN MLP + per-block offsets (PixArt-style) instead of one per block
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return (self.frames, self.height // self.patch, self.width // self.patch)
+
+    def check(self) -> None:
+        if self.height % self.patch or self.width % self.patch:
+            raise ValueError(f"frame size {self.height}x{self.width} is not divisible by the patch size {self.patch}")
+        for name, n, w in zip(("frames", "token rows", "token columns"), self.grid, self.window):
+            if w < 1 or n % w:
+                raise ValueError(f"window {self.window} does not divide the token grid {self.grid} ({name}: {n} by {w})")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by {self.heads} heads")
+
+    @property
+    def shift(self) -> tuple[int, int, int]:
+        return tuple(w // 2 for w in self.window)
+
+
+def timestep_embedding(tau: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of times in [0, 1] (scaled by 1000, as DiT's integer steps): [..., dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=tau.device) / half)
+    args = 1000 * tau.float()[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, swiglu: bool):
+        super().__init__()
+        self.swiglu = swiglu
+        self.up = nn.Linear(dim, 2 * hidden if swiglu else hidden)
+        self.down = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        if self.swiglu:
+            a, b = self.up(x).chunk(2, dim=-1)
+            return self.down(F.silu(a) * b)
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DiTConfig, shifted: bool):
+        super().__init__()
+        d = cfg.dim
+        self.cfg, self.heads = cfg, cfg.heads
+        self.shift = cfg.shift if shifted else (0, 0, 0)
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm_cross = nn.LayerNorm(d, eps=1e-6)
+        self.cross_q = nn.Linear(d, d)
+        self.cross_kv = nn.Linear(d, 2 * d)
+        self.cross_out = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ffn = FeedForward(d, cfg.ffn or 4 * d, cfg.swiglu)
+        if cfg.adaln_single:
+            self.offset = nn.Parameter(torch.zeros(6, d))
+        else:
+            self.ada = nn.Linear(d, 6 * d)
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
+
+    def modulation(self, cond: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+        """[b, F, 6, d] per-frame (shift1, scale1, gate1, shift2, scale2, gate2)."""
+        b, Fn, d = cond.shape
+        if shared is not None:
+            return shared.view(b, Fn, 6, d) + self.offset
+        return self.ada(F.silu(cond)).view(b, Fn, 6, d)
+
+    def forward(self, x, mod, text):
+        n = x.shape[1]
+        Fn = mod.shape[1]
+        per_token = mod.repeat_interleave(n // Fn, dim=1)  # [b, F*H*W, 6, d]: each frame's tokens share its row
+        shift1, scale1, gate1, shift2, scale2, gate2 = per_token.unbind(2)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = rearrange(self.qkv(h), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        attn = window_attention(q, k, v, self.cfg.grid, self.cfg.window, self.shift)
+        x = x + gate1 * self.proj(rearrange(attn, "b h n d -> b n (h d)"))
+        q = rearrange(self.cross_q(self.norm_cross(x)), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.cross_kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)
+        x = x + self.cross_out(rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)"))
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.ffn(h)
+
+
+class StreamDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        d, p = cfg.dim, cfg.patch
+        Fn, H, W = cfg.grid
+        self.patch_in = nn.Linear(cfg.channels * p * p, d)
+        self.pos_f = nn.Parameter(torch.randn(Fn, d) * 0.02)  # buffer-relative positions
+        self.pos_h = nn.Parameter(torch.randn(H, d) * 0.02)
+        self.pos_w = nn.Parameter(torch.randn(W, d) * 0.02)
+        self.time = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.text = nn.Embedding(cfg.vocab, d)
+        self.text_pos = nn.Parameter(torch.randn(cfg.text_len, d) * 0.02)
+        self.shared_ada = nn.Linear(d, 6 * d) if cfg.adaln_single else None
+        if self.shared_ada is not None:
+            nn.init.zeros_(self.shared_ada.weight)
+            nn.init.zeros_(self.shared_ada.bias)
+        self.blocks = nn.ModuleList(Block(cfg, shifted=i % 2 == 1) for i in range(cfg.depth))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(d, 2 * d)
+        self.patch_out = nn.Linear(d, cfg.channels * p * p)
+        for layer in (self.ada_out, self.patch_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, tau: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        _, Fn, C, Hpx, Wpx = x.shape
+        if (Fn, C, Hpx, Wpx) != (cfg.frames, cfg.channels, cfg.height, cfg.width):
+            raise ValueError(f"input [b, {Fn}, {C}, {Hpx}, {Wpx}] does not match the model's buffer [b, {cfg.frames}, {cfg.channels}, {cfg.height}, {cfg.width}]")
+        p = cfg.patch
+        _, H, W = cfg.grid
+        tokens = rearrange(x, "b f c (h p) (w q) -> b (f h w) (c p q)", p=p, q=p)
+        pos = (self.pos_f[:, None, None] + self.pos_h[None, :, None] + self.pos_w[None, None, :]).reshape(-1, cfg.dim)
+        h = self.patch_in(tokens) + pos
+        cond = self.time(timestep_embedding(tau, 256).to(x.dtype))  # [b, F, d]: one vector per frame
+        shared = self.shared_ada(F.silu(cond)) if self.shared_ada is not None else None
+        txt = self.text(text) + self.text_pos[: text.shape[1]]
+        for block in self.blocks:
+            h = block(h, block.modulation(cond, shared), txt)
+        shift, scale = self.ada_out(F.silu(cond)).repeat_interleave(H * W, dim=1).chunk(2, dim=-1)
+        h = self.patch_out(self.norm_out(h) * (1 + scale) + shift)
+        return rearrange(h, "b (f h w) (c p q) -> b f c (h p) (w q)", f=Fn, h=H, w=W, p=p, q=p)
+
+
+def token_path_parameters(cfg: DiTConfig) -> int:
+    """Parameters of the per-token matrices (self-attention 4d^2, cross-attention 4d^2, FFN), the
+    brief's definition of the "4B" stand-in's size (adaLN, embeddings and biases excluded)."""
+    d = cfg.dim
+    hidden = cfg.ffn or 4 * d
+    ffn = 3 * d * hidden if cfg.swiglu else 2 * d * hidden
+    return cfg.depth * (8 * d * d + ffn)
