@@ -1,0 +1,113 @@
+"""Procedural videos with known ground truth (brief 11): textured circles, squares and triangles
+that move at constant velocity, bounce off the walls, rotate and occlude each other, each clip
+described by a short "text" (shape and colour words per object) that conditions the model.
+
+    clip = make_clip(np.random.default_rng(0), frames=16, size=32, objects=2)
+    clip.video        # [F, 3, S, S] float32 in [-1, 1]
+    clip.text         # ["red", "circle", "blue", "square"]; tokens(clip.text) -> ids (0 = null)
+    clip.tracks       # [objects, F, 3]: centre x, centre y (pixels), angle (radians): what metrics read back
+
+Objects are drawn in order, so later objects occlude earlier ones; every object carries stripes
+along its own axis, so rotation is visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+COLOURS = {"red": (1.0, 0.15, 0.15), "green": (0.15, 0.9, 0.2), "blue": (0.2, 0.35, 1.0),
+           "yellow": (1.0, 0.9, 0.1), "magenta": (0.95, 0.2, 0.9), "cyan": (0.1, 0.9, 0.95)}
+SHAPES = ("circle", "square", "triangle")
+VOCAB = ("<null>", *COLOURS, *SHAPES)
+BACKGROUND = 0.12  # dark grey, below every colour's brightest channel
+
+
+def tokens(words: list[str], length: int) -> np.ndarray:
+    """Word ids padded with the null token (0) to ``length``; unknown words are a clear error."""
+    unknown = [w for w in words if w not in VOCAB[1:]]
+    if unknown:
+        raise ValueError(f"unknown words {unknown}; the vocabulary is {', '.join(VOCAB[1:])}")
+    if len(words) > length:
+        raise ValueError(f"{len(words)} words do not fit a text of {length} tokens")
+    return np.array([VOCAB.index(w) for w in words] + [0] * (length - len(words)), dtype=np.int64)
+
+
+@dataclass
+class Clip:
+    video: np.ndarray  # [F, 3, S, S] in [-1, 1]
+    text: list[str]
+    tracks: np.ndarray  # [objects, F, 3]: x, y, angle
+    shapes: list[str]
+    colours: list[str]
+    radius: np.ndarray  # [objects] pixels
+
+
+def inside(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    """Pixels inside a shape of size ``r`` in its own (rotated) coordinates u, v."""
+    if shape == "circle":
+        return u * u + v * v <= r * r
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.8 * r
+    # equilateral triangle with circumradius r, pointing along +v
+    edges = [(np.cos(a), np.sin(a)) for a in (np.pi / 2 + np.pi, np.pi / 2 + np.pi / 3, np.pi / 2 - np.pi / 3)]
+    return np.all([u * ex + v * ey <= 0.5 * r for ex, ey in edges], axis=0)
+
+
+def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, objects: int = 2, speed: float = 1.0) -> Clip:
+    """One clip; ``speed`` scales the pixels moved per frame (about 0.5-1.5 x speed)."""
+    if objects < 1 or size < 8 or frames < 1:
+        raise ValueError(f"need at least one object, 8 pixels and one frame (got {objects}, {size}, {frames})")
+    shapes = [SHAPES[i] for i in rng.integers(len(SHAPES), size=objects)]
+    colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), size=objects, replace=False)]
+    radius = rng.uniform(0.14, 0.22, objects) * size
+    pos = rng.uniform(radius[:, None], size - radius[:, None], (objects, 2))
+    heading = rng.uniform(0, 2 * np.pi, objects)
+    vel = speed * rng.uniform(0.5, 1.5, objects)[:, None] * np.stack([np.cos(heading), np.sin(heading)], 1)
+    angle = rng.uniform(0, 2 * np.pi, objects)
+    spin = rng.uniform(-0.25, 0.25, objects)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    video = np.full((frames, 3, size, size), BACKGROUND, np.float32)
+    tracks = np.zeros((objects, frames, 3))
+    for f in range(frames):
+        for k in range(objects):
+            tracks[k, f] = (*pos[k], angle[k])
+            dx, dy = xx - pos[k, 0], yy - pos[k, 1]
+            c, s = np.cos(angle[k]), np.sin(angle[k])
+            u, v = c * dx + s * dy, -s * dx + c * dy
+            mask = inside(shapes[k], u, v, radius[k])
+            stripes = 0.75 + 0.25 * np.sign(np.sin(u * 6.0 / radius[k]))
+            for ch in range(3):
+                video[f, ch][mask] = (COLOURS[colours[k]][ch] * stripes)[mask]
+        pos += vel  # constant velocity, reflected at the walls (the centre stays a radius inside)
+        for k in range(objects):
+            for axis in range(2):
+                lo, hi = radius[k], size - radius[k]
+                if pos[k, axis] < lo or pos[k, axis] > hi:
+                    vel[k, axis] = -vel[k, axis]
+                    pos[k, axis] = 2 * lo - pos[k, axis] if pos[k, axis] < lo else 2 * hi - pos[k, axis]
+        angle += spin
+    text = [w for k in range(objects) for w in (colours[k], shapes[k])]
+    return Clip(video * 2 - 1, text, tracks, shapes, colours, radius)
+
+
+def find_objects(frame: np.ndarray, colours: list[str], min_pixels: int = 4) -> dict[str, tuple[float, float, int] | None]:
+    """The detector the metrics use: for each named colour, the pixels whose colour is closest to
+    it (hue direction, above the background's brightness) -> (centroid x, centroid y, pixel count),
+    or None if fewer than ``min_pixels``. ``frame``: [3, S, S] in [-1, 1]."""
+    rgb = (frame + 1) / 2
+    bright = rgb.max(axis=0)
+    chroma = rgb / np.maximum(bright, 1e-6)
+    palette = np.array([COLOURS[c] for c in COLOURS])
+    palette = palette / palette.max(axis=1, keepdims=True)
+    distance = ((chroma[None] - palette[:, :, None, None]) ** 2).sum(axis=1)
+    nearest = distance.argmin(axis=0)
+    coloured = bright > BACKGROUND + 0.15
+    out = {}
+    yy, xx = np.mgrid[0 : frame.shape[1], 0 : frame.shape[2]] + 0.5
+    for name in colours:
+        mask = coloured & (nearest == list(COLOURS).index(name))
+        n = int(mask.sum())
+        out[name] = (float(xx[mask].mean()), float(yy[mask].mean()), n) if n >= min_pixels else None
+    return out
