@@ -116,20 +116,30 @@ class Block(nn.Module):
             return shared.view(b, Fn, 6, d) + self.offset
         return self.ada(F.silu(cond)).view(b, Fn, 6, d)
 
-    def forward(self, x, mod, text):
+    def forward(self, x, mod, text, memory=None, frame_local: bool = False):
+        """x: [b, n, d] tokens; mod: [b, F, 6, d]; text: [b, L, d]; memory: this layer's (k, v)
+        [b, heads, M, d] of cached clean frames that every window also attends to (or None).
+        ``frame_local``: the memory path, each frame attends only to itself (so its keys and values
+        can be computed once, when it is emitted, and cached); returns (x, (k, v)) then."""
         n = x.shape[1]
         Fn = mod.shape[1]
         per_token = mod.repeat_interleave(n // Fn, dim=1)  # [b, F*H*W, 6, d]: each frame's tokens share its row
         shift1, scale1, gate1, shift2, scale2, gate2 = per_token.unbind(2)
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = rearrange(self.qkv(h), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        attn = window_attention(q, k, v, self.cfg.grid, self.cfg.window, self.shift)
+        _, H, W = self.cfg.grid
+        if frame_local:
+            attn = window_attention(q, k, v, (Fn, H, W), (1, H, W))
+        else:
+            extra_k, extra_v = memory if memory is not None else (None, None)
+            attn = window_attention(q, k, v, self.cfg.grid, self.cfg.window, self.shift, extra_k, extra_v)
         x = x + gate1 * self.proj(rearrange(attn, "b h n d -> b n (h d)"))
         q = rearrange(self.cross_q(self.norm_cross(x)), "b n (h d) -> b h n d", h=self.heads)
-        k, v = rearrange(self.cross_kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)
-        x = x + self.cross_out(rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)"))
+        tk, tv = rearrange(self.cross_kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)
+        x = x + self.cross_out(rearrange(F.scaled_dot_product_attention(q, tk, tv), "b h n d -> b n (h d)"))
         h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * self.ffn(h)
+        x = x + gate2 * self.ffn(h)
+        return (x, (k, v)) if frame_local else x
 
 
 class StreamDiT(nn.Module):
@@ -143,6 +153,7 @@ class StreamDiT(nn.Module):
         self.pos_f = nn.Parameter(torch.randn(Fn, d) * 0.02)  # buffer-relative positions
         self.pos_h = nn.Parameter(torch.randn(H, d) * 0.02)
         self.pos_w = nn.Parameter(torch.randn(W, d) * 0.02)
+        self.pos_memory = nn.Parameter(torch.randn(d) * 0.02)  # memory frames: a set, not a buffer position
         self.time = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.text = nn.Embedding(cfg.vocab, d)
         self.text_pos = nn.Parameter(torch.randn(cfg.text_len, d) * 0.02)
@@ -158,23 +169,60 @@ class StreamDiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, tau: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def _check_frames(self, x: torch.Tensor, frames: int | None) -> None:
         cfg = self.cfg
-        _, Fn, C, Hpx, Wpx = x.shape
-        if (Fn, C, Hpx, Wpx) != (cfg.frames, cfg.channels, cfg.height, cfg.width):
-            raise ValueError(f"input [b, {Fn}, {C}, {Hpx}, {Wpx}] does not match the model's buffer [b, {cfg.frames}, {cfg.channels}, {cfg.height}, {cfg.width}]")
-        p = cfg.patch
-        _, H, W = cfg.grid
+        want = (cfg.frames if frames is None else x.shape[1], cfg.channels, cfg.height, cfg.width)
+        if x.dim() != 5 or tuple(x.shape[1:]) != want:
+            what = "buffer" if frames is None else "memory frames"
+            raise ValueError(f"input {list(x.shape)} does not match the model's {what} [b, {want[0]}, {cfg.channels}, {cfg.height}, {cfg.width}]")
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patches plus the spatial position embedding: [b, F*H*W, d]."""
+        p = self.cfg.patch
         tokens = rearrange(x, "b f c (h p) (w q) -> b (f h w) (c p q)", p=p, q=p)
-        pos = (self.pos_f[:, None, None] + self.pos_h[None, :, None] + self.pos_w[None, None, :]).reshape(-1, cfg.dim)
-        h = self.patch_in(tokens) + pos
-        cond = self.time(timestep_embedding(tau, 256).to(x.dtype))  # [b, F, d]: one vector per frame
-        shared = self.shared_ada(F.silu(cond)) if self.shared_ada is not None else None
-        txt = self.text(text) + self.text_pos[: text.shape[1]]
+        spatial = (self.pos_h[:, None] + self.pos_w[None, :]).reshape(-1, self.cfg.dim)
+        return self.patch_in(tokens) + spatial.repeat(x.shape[1], 1)
+
+    def _conditioning(self, tau: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cond = self.time(timestep_embedding(tau, 256).to(dtype))  # [b, F, d]: one vector per frame
+        return cond, (self.shared_ada(F.silu(cond)) if self.shared_ada is not None else None)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        return self.text(text) + self.text_pos[: text.shape[1]]
+
+    def memory_kv(self, frames: torch.Tensor, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer self-attention keys and values of clean frames [b, M, C, H, W] (tau = 1),
+        each frame attending only to itself: the frame-sink cache's entries (an extension beyond
+        the paper, brief 11). A frame's entries depend only on that frame and the text, so a stream
+        computes them once per emitted frame and a cache policy decides which frames stay."""
+        self._check_frames(frames, frames.shape[1])
+        b, M = frames.shape[:2]
+        h = self._tokens(frames) + self.pos_memory
+        cond, shared = self._conditioning(torch.ones(b, M, device=frames.device), frames.dtype)
+        txt = self.encode_text(text)
+        out = []
         for block in self.blocks:
-            h = block(h, block.modulation(cond, shared), txt)
+            h, kv = block(h, block.modulation(cond, shared), txt, frame_local=True)
+            out.append(kv)
+        return out
+
+    def forward(self, x: torch.Tensor, tau: torch.Tensor, text: torch.Tensor,
+                memory: torch.Tensor | list | None = None) -> torch.Tensor:
+        """x: [b, F, C, H, W] buffer; tau: [b, F]; text: [b, L] ids; memory: clean frames
+        [b, M, C, H, W] or their ``memory_kv`` (or None: the paper's model)."""
+        cfg = self.cfg
+        self._check_frames(x, None)
+        if isinstance(memory, torch.Tensor):
+            memory = self.memory_kv(memory, text) if memory.shape[1] else None
+        Fn, H, W = cfg.grid
+        h = self._tokens(x) + self.pos_f.repeat_interleave(H * W, dim=0)
+        cond, shared = self._conditioning(tau, x.dtype)
+        txt = self.encode_text(text)
+        for i, block in enumerate(self.blocks):
+            h = block(h, block.modulation(cond, shared), txt, memory[i] if memory else None)
         shift, scale = self.ada_out(F.silu(cond)).repeat_interleave(H * W, dim=1).chunk(2, dim=-1)
         h = self.patch_out(self.norm_out(h) * (1 + scale) + shift)
+        p = cfg.patch
         return rearrange(h, "b (f h w) (c p q) -> b f c (h p) (w q)", f=Fn, h=H, w=W, p=p, q=p)
 
 

@@ -6,6 +6,10 @@
   the raster-ordered tokens (a dense mask), tested equal to the fast path.
 
 Cost relative to full attention: Fw Hw Ww / (F H W).
+
+``extra_k``/``extra_v`` (our extension, not in the paper): keys shared by every window, the cached
+clean frames of a frame-sink memory (``model.StreamDiT.memory_kv``); every query sees its window
+plus all of them. The specification is the same dense attention with those keys appended.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from einops import rearrange
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int, int],
-                     window: tuple[int, int, int], shift: tuple[int, int, int] = (0, 0, 0)) -> torch.Tensor:
-    """q, k, v: [b, heads, F*H*W, d] in raster (f, h, w) order -> [b, heads, F*H*W, d]."""
+                     window: tuple[int, int, int], shift: tuple[int, int, int] = (0, 0, 0),
+                     extra_k: torch.Tensor | None = None, extra_v: torch.Tensor | None = None) -> torch.Tensor:
+    """q, k, v: [b, heads, F*H*W, d] in raster (f, h, w) order -> [b, heads, F*H*W, d];
+    extra_k, extra_v: [b, heads, M, d] keys every window also sees (or None)."""
     Fn, H, W = grid
     Fw, Hw, Ww = window
     if Fn % Fw or H % Hw or W % Ww:
@@ -30,7 +36,12 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tu
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=dims)
         return rearrange(x, "b n (f fw) (h hw) (w ww) d -> b n (f h w) (fw hw ww) d", fw=Fw, hw=Hw, ww=Ww)
 
-    out = F.scaled_dot_product_attention(to_windows(q), to_windows(k), to_windows(v))
+    qw, kw, vw = to_windows(q), to_windows(k), to_windows(v)
+    if extra_k is not None and extra_k.shape[2]:
+        windows = kw.shape[2]
+        kw = torch.cat([kw, extra_k[:, :, None].expand(-1, -1, windows, -1, -1)], dim=3)
+        vw = torch.cat([vw, extra_v[:, :, None].expand(-1, -1, windows, -1, -1)], dim=3)
+    out = F.scaled_dot_product_attention(qw, kw, vw)
     out = rearrange(out, "b n (f h w) (fw hw ww) d -> b n (f fw) (h hw) (w ww) d", f=Fn // Fw, h=H // Hw, w=W // Ww, fw=Fw, hw=Hw, ww=Ww)
     if any(shift):
         out = torch.roll(out, shifts=shift, dims=dims)

@@ -112,3 +112,25 @@ def test_paper4b_stand_in_has_4_23_billion_token_path_parameters():
         model = StreamDiT(cfg)
     counted = sum(m.weight.numel() for b in model.blocks for m in (b.qkv, b.proj, b.cross_q, b.cross_kv, b.cross_out, b.ffn.up, b.ffn.down))
     assert counted == token_path_parameters(cfg)
+
+
+def test_memory_frames_are_frame_local_and_seen_by_every_window():
+    """The frame-sink extension: a memory frame's cached keys depend only on that frame (so they can
+    be computed once when it is emitted), every buffer window sees them, and no memory is exactly
+    the paper's model."""
+    model = randomised(TINY)
+    x, tau, text = inputs(TINY)
+    g = torch.Generator().manual_seed(3)
+    memory = torch.randn(2, 3, TINY.channels, TINY.height, TINY.width, generator=g, dtype=torch.float64)
+    one_by_one = [model.memory_kv(memory[:, i : i + 1], text) for i in range(3)]
+    together = model.memory_kv(memory, text)
+    for layer, (k, v) in enumerate(together):
+        k_cat = torch.cat([kv[layer][0] for kv in one_by_one], dim=2)
+        assert torch.allclose(k, k_cat, atol=1e-12) and torch.allclose(v, torch.cat([kv[layer][1] for kv in one_by_one], dim=2), atol=1e-12)
+    assert torch.equal(model(x, tau, text, memory[:, :0]), model(x, tau, text))
+    memory.requires_grad_(True)
+    out = model(x, tau, text, memory)
+    (grad,) = torch.autograd.grad(out[0, 2, :, :2, :2].square().sum(), memory)  # one window of one frame
+    assert (grad[0].flatten(1).abs().sum(1) > 0).all() and torch.count_nonzero(grad[1]) == 0  # all 3 frames, own sample only
+    with pytest.raises(ValueError, match="memory frames"):
+        model(x, tau, text, memory[..., :4].detach())

@@ -6,6 +6,7 @@ import torch
 
 from experiments.streamdit.windows import window_attention
 from shared.streaming import Window3D, attend
+from shared.streaming.masks import dense_mask
 
 
 @pytest.mark.parametrize("grid, window, shift", [((4, 6, 4), (2, 3, 2), (0, 0, 0)), ((4, 6, 4), (2, 3, 2), (1, 1, 1)),
@@ -43,3 +44,19 @@ def test_window_must_divide_the_grid():
     x = torch.zeros(1, 1, 24, 2)
     with pytest.raises(ValueError, match="must divide"):
         window_attention(x, x, x, (2, 3, 4), (2, 2, 2))
+
+
+def test_extra_keys_equal_dense_attention_with_the_keys_appended():
+    """Memory keys seen by every window: the fast path equals the explicit masked softmax over
+    [window tokens, memory tokens] in float64, on an odd grid with a shift."""
+    grid, window, shift = (3, 4, 6), (3, 2, 3), (1, 1, 1)
+    g = torch.Generator().manual_seed(7)
+    n, m = 3 * 4 * 6, 5
+    q, k, v = (torch.randn(2, 2, n, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    ek, ev = (torch.randn(2, 2, m, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    fast = window_attention(q, k, v, grid, window, shift, ek, ev)
+    allowed = dense_mask(Window3D(grid, window, shift), torch.arange(n), torch.arange(n))
+    allowed = torch.cat([allowed, torch.ones(n, m, dtype=torch.bool)], dim=1)
+    scores = (q @ torch.cat([k, ek], 2).transpose(-1, -2)) / 2.0
+    ref = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ torch.cat([v, ev], 2)
+    assert torch.allclose(fast, ref, atol=1e-12)
