@@ -9,5 +9,6 @@ from collections.abc import Iterable
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None, **kwargs):
     from tqdm import tqdm  # plain text bars: they work in terminals, logs and notebooks alike
 
-    disable = os.environ.get("STREAMLAB_PROGRESS", "1") == "0"
+    disable = bool(kwargs.pop("disable", False))  # e.g. ranks other than 0
+    disable = disable or os.environ.get("STREAMLAB_PROGRESS", "1") == "0"
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, mininterval=0.5, leave=False, **kwargs)

@@ -1,0 +1,210 @@
+"""Training: buffered flow matching over partition schemes (brief 2.3) and multistep distillation
+(brief 2.5), one loop for both, checkpointed atomically and resumable, data-parallel under torchrun.
+
+    python -m experiments.streamdit.train +experiment=streamdit_streamdit_mixed preset=smoke
+    torchrun --standalone --nproc-per-node 2 -m experiments.streamdit.train +experiment=streamdit_streamdit_mixed
+
+Every batch is a pure function of (seed, step, example index): a resumed run sees the same batches,
+and under DDP rank r draws examples [r b, (r+1) b) of the global batch, so N ranks with batch b
+each train exactly what one process with batch N b would (up to float summation order; tested).
+
+Per batch (flow matching): one chunk size c from ``chunk_sizes`` (uniform: [16]; fixed: [1]; mixed:
+[1, 2, 4, 8, 16]), per-chunk times in their bands (Eq. 8), one noise tensor per buffer (Eq. 5),
+the velocity target, the null text with probability ``text_dropout`` (for guidance). With probability
+``memory_prob`` the batch also carries m in 1..``memory_max`` clean memory frames: the clip's first
+frame (the sink) and the m - 1 frames just before the buffer, as the frame-sink stream will see.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from shared.io import atomic_torch_save
+from shared.progress import progress
+
+from .data import make_clip, tokens
+from .model import DiTConfig, StreamDiT
+from .schedule import Partition, make_xt, training_times, velocity_target
+
+
+def model_config(cfg) -> DiTConfig:
+    m, d = cfg.model, cfg.data
+    return DiTConfig(channels=3, frames=int(cfg.buffer), height=int(d.size), width=int(d.size), patch=int(m.patch), dim=int(m.dim),
+                     depth=int(m.depth), heads=int(m.heads), ffn=m.get("ffn"), swiglu=bool(m.swiglu), window=tuple(m.window),
+                     vocab=16, text_len=2 * int(d.objects), adaln_single=bool(m.adaln_single))
+
+
+@dataclass
+class Batch:
+    x1: torch.Tensor  # [b, B, 3, S, S] clean buffer
+    memory: torch.Tensor  # [b, m, 3, S, S] clean memory frames (m may be 0)
+    text: torch.Tensor  # [b, L] ids (0 = null)
+    seeds: list[int]  # per example: its noise and times come from torch.Generator().manual_seed(seed)
+
+    def generators(self, salt: int = 0) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s + salt) for s in self.seeds]
+
+    def noise(self, salt: int = 0) -> torch.Tensor:
+        """One noise tensor per buffer (Eq. 5), drawn per example (so DDP equals one process)."""
+        shape = self.x1.shape[1:]
+        return torch.stack([torch.randn(shape, generator=g) for g in self.generators(salt)]).to(self.x1.device)
+
+
+def make_batch(cfg, step: int, size: int, offset: int = 0, device="cpu") -> Batch:
+    """Examples offset .. offset + size - 1 of the global batch of ``step``."""
+    t, d, B = cfg.train, cfg.data, int(cfg.buffer)
+    seed = int(cfg.trainer.seed)
+    batch_rng = np.random.default_rng([seed, step])  # choices shared by the whole global batch
+    m = int(batch_rng.integers(1, int(t.memory_max) + 1)) if batch_rng.random() < float(t.memory_prob) else 0
+    gap = int(d.memory_gap)
+    x1, memory, text = [], [], []
+    for i in range(offset, offset + size):
+        rng = np.random.default_rng([seed, step, i])
+        clip = make_clip(rng, frames=B + gap, size=int(d.size), objects=int(d.objects), speed=float(d.speed))
+        g = int(rng.integers(max(m, 1) if m else 0, gap + 1))
+        x1.append(clip.video[g : g + B])
+        memory.append(np.concatenate([clip.video[:1], clip.video[g - (m - 1) : g]]) if m else clip.video[:0])
+        ids = tokens(clip.text, 2 * int(d.objects))
+        text.append(np.zeros_like(ids) if rng.random() < float(t.text_dropout) else ids)
+    as_tensor = lambda a: torch.from_numpy(np.stack(a)).to(device)
+    seeds = [(seed * 1_000_003 + step) * 4099 + i for i in range(offset, offset + size)]
+    return Batch(as_tensor(x1), as_tensor(memory), as_tensor(text), seeds)
+
+
+def flow_matching_loss(model, batch: Batch, chunk_sizes, cfg, step: int) -> torch.Tensor:
+    B = int(cfg.buffer)
+    c = int(np.random.default_rng([int(cfg.trainer.seed), step, 7]).choice(list(chunk_sizes)))  # one scheme per batch
+    part = Partition.for_buffer(B, c)
+    tau = torch.cat([training_times(part, 1, g) for g in batch.generators(1)]).to(batch.x1.device)
+    x0 = batch.noise()
+    xt = make_xt(batch.x1, x0, tau, float(cfg.sigma_min))
+    return F.mse_loss(model(xt, tau, batch.text, batch.memory), velocity_target(batch.x1, x0, float(cfg.sigma_min)))
+
+
+def teacher_segment(teacher, batch: Batch, x0: torch.Tensor, part: Partition, guidance: float, sigma_min: float = 0.0):
+    """Brief 2.5: the boundary state (chunk j at level (N-1-j) s, the start of its segment, built by
+    Eq. 5 from data and noise), the teacher's s guided micro-Euler steps (every chunk advances by
+    1 / T per step), and the student's target velocity (end - start) N for one step of 1 / N."""
+    from .sample import guided
+
+    levels = torch.tensor([(part.N - 1 - j) * part.s for j in range(part.N) for _ in range(part.c)], dtype=torch.float32)
+    tau = (torch.cat([torch.full((part.K,), float(part.T)), levels]) / part.T).to(x0.device).expand(len(x0), -1)
+    start = make_xt(batch.x1, x0, tau, sigma_min)
+    velocity = guided(teacher, batch.text, guidance, batch.memory if batch.memory.shape[1] else None)
+    x, t = start, tau
+    with torch.no_grad():
+        for _ in range(part.s):
+            x = x + velocity(x, t) / part.T
+            t = t + 1.0 / part.T
+    return start, tau, (x - start) * part.N
+
+
+def distillation_loss(student, teacher, batch: Batch, cfg) -> torch.Tensor:
+    dcfg = cfg.distill
+    part = Partition.for_buffer(int(cfg.buffer), int(dcfg.teacher_c), int(dcfg.teacher_s))
+    x0 = batch.noise()
+    start, tau, target = teacher_segment(teacher, batch, x0, part, float(dcfg.guidance), float(cfg.sigma_min))
+    return F.mse_loss(student(start, tau, batch.text, batch.memory), target)
+
+
+def warmup_cosine(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group under torchrun (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def check_checkpoint(state: dict, model_cfg: DiTConfig, path: Path) -> None:
+    saved = state.get("model_config")
+    if saved != model_cfg.__dict__:
+        diff = {k: (saved.get(k) if saved else None, v) for k, v in model_cfg.__dict__.items() if not saved or saved.get(k) != v}
+        raise ValueError(f"checkpoint {path} was trained with another model configuration (saved vs now: {diff}); "
+                         "use a new run directory or the configuration it was trained with")
+
+
+def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_sizes=(16,), teacher: StreamDiT | None = None,
+          init: dict | None = None, log: Callable[[dict, int], None] | None = None, device: str = "cpu") -> tuple[StreamDiT, dict]:
+    """Train one model (``kind``: "flow" or "distill") for ``steps``; resumes from ``checkpoint``
+    when it exists. Returns the model (unwrapped) and {loss_first, loss_last, seconds, steps}."""
+    rank, world = distributed()
+    mcfg = model_config(cfg)
+    t = cfg.train
+    torch.manual_seed(int(cfg.trainer.seed))
+    model = StreamDiT(mcfg).to(device)
+    if init is not None:
+        model.load_state_dict(init)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(t.weight_decay), betas=(0.9, 0.99))
+    start, history, seconds = 0, [], 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        check_checkpoint(state, mcfg, checkpoint)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history, seconds = state["step"], state["history"], state["seconds"]
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    global_batch = int(t.batch_size)
+    if global_batch % world:
+        raise ValueError(f"train.batch_size {global_batch} is not divisible by {world} processes")
+    local = global_batch // world
+    t0 = time.perf_counter()
+    bar = progress(total=steps, initial=start, desc=f"streamdit/{kind}", disable=rank != 0)
+    for step in range(start, steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * warmup_cosine(step, steps, int(t.warmup))
+        batch = make_batch(cfg, step, local, rank * local, device)
+        if kind == "flow":
+            loss = flow_matching_loss(wrapped, batch, chunk_sizes, cfg, step)
+        else:
+            loss = distillation_loss(wrapped, teacher, batch, cfg)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{kind} loss is {loss.item()} at step {step}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(t.grad_clip))
+        opt.step()
+        done = step + 1
+        history.append(float(loss.item()))
+        bar.update()
+        if log is not None and rank == 0 and (done % int(cfg.trainer.log_every) == 0 or done == steps):
+            recent = float(np.mean(history[-int(cfg.trainer.log_every):]))
+            log({"loss": recent, "lr": opt.param_groups[0]["lr"]}, done)
+            bar.set_postfix(loss=f"{recent:.4f}", refresh=False)
+        if checkpoint is not None and rank == 0 and (done % int(cfg.trainer.checkpoint_every) == 0 or done == steps):
+            atomic_torch_save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done, "history": history,
+                                           "seconds": seconds + time.perf_counter() - t0, "model_config": mcfg.__dict__})
+    bar.close()
+    seconds += time.perf_counter() - t0
+    model.eval()
+    window = max(1, min(50, len(history) // 5))
+    summary = {"loss_first": float(np.mean(history[:window])) if history else float("nan"),
+               "loss_last": float(np.mean(history[-window:])) if history else float("nan"), "seconds": seconds, "steps": steps}
+    return model, summary
+
+
+def load_model(cfg, checkpoint: Path, device: str = "cpu") -> StreamDiT:
+    """A trained model from its checkpoint, refusing one trained with another configuration."""
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    mcfg = model_config(cfg)
+    check_checkpoint(state, mcfg, checkpoint)
+    model = StreamDiT(mcfg).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval()
