@@ -17,6 +17,7 @@ frame (the sink) and the m - 1 frames just before the buffer, as the frame-sink 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -24,17 +25,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
 
+from shared import runtime
+from shared.errors import ConfigError
 from shared.io import atomic_torch_save
 from shared.progress import progress
+from shared.runs import Run
 
 from .data import make_clip, tokens
 from .model import DiTConfig, StreamDiT
 from .schedule import Partition, make_xt, training_times, velocity_target
+
+EXPERIMENT = Path(__file__).resolve().parent.name
 
 
 def model_config(cfg) -> DiTConfig:
@@ -158,7 +166,8 @@ def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history, seconds = state["step"], state["history"], state["seconds"]
-    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # batches without memory frames leave the memory embedding unused
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     global_batch = int(t.batch_size)
     if global_batch % world:
         raise ValueError(f"train.batch_size {global_batch} is not divisible by {world} processes")
@@ -191,11 +200,27 @@ def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_
                                            "seconds": seconds + time.perf_counter() - t0, "model_config": mcfg.__dict__})
     bar.close()
     seconds += time.perf_counter() - t0
+    if world > 1:
+        check_ranks_agree(model)
     model.eval()
     window = max(1, min(50, len(history) // 5))
     summary = {"loss_first": float(np.mean(history[:window])) if history else float("nan"),
                "loss_last": float(np.mean(history[-window:])) if history else float("nan"), "seconds": seconds, "steps": steps}
     return model, summary
+
+
+def parameter_checksum(model: torch.nn.Module) -> float:
+    return float(sum(p.double().sum() + p.double().square().sum() for p in model.parameters()))
+
+
+def check_ranks_agree(model: torch.nn.Module) -> None:
+    """DDP keeps replicas identical by construction; a wrong setup (a rank with other data shapes,
+    unsynchronised buffers) breaks that silently, so compare a checksum across ranks at the end."""
+    mine = torch.tensor([parameter_checksum(model)], dtype=torch.float64)
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    if any(not torch.equal(e, every[0]) for e in every):
+        raise RuntimeError(f"DDP replicas diverged: parameter checksums per rank {[float(e) for e in every]}")
 
 
 def load_model(cfg, checkpoint: Path, device: str = "cpu") -> StreamDiT:
@@ -208,3 +233,47 @@ def load_model(cfg, checkpoint: Path, device: str = "cpu") -> StreamDiT:
     model = StreamDiT(mcfg).to(device)
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg) -> float:
+    """Train the model one row needs into a new run directory (rank 0 writes; every rank trains).
+    The student needs its teacher: ``distill.teacher=<run>/checkpoints/model_mixed.pt``."""
+    rank, world = distributed()
+    runtime.setup(cfg.trainer)
+    device = runtime.resolve_device(cfg.trainer.device)
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    which = cfg.method.model
+    if which not in ("uniform", "fixed1", "mixed", "student"):
+        raise ConfigError(f"method.model must be uniform, fixed1, mixed or student (got {which!r})")
+    teacher = None
+    if which == "student":
+        path = cfg.distill.get("teacher")
+        if not path:
+            raise ConfigError("the student needs distill.teacher=<path to a trained model_mixed.pt>")
+        teacher = load_model(cfg, Path(path), device)
+    run = Run.create(EXPERIMENT, cfg.preset_name, cfg, overrides=list(HydraConfig.get().overrides.task)) if rank == 0 else None
+    directory = [str(run.dir) if run else None]
+    if world > 1:
+        dist.broadcast_object_list(directory, src=0)
+    checkpoint = Path(directory[0]) / "checkpoints" / f"model_{which}.pt"
+    log = (lambda m, step: run.logger.log(m, step=step, scope=f"train/{which}")) if run else None
+    with run if run is not None else contextlib.nullcontext():
+        if which == "student":
+            _, summary = train(cfg, "distill", int(cfg.distill.steps), float(cfg.distill.lr), checkpoint, teacher=teacher,
+                               init=teacher.state_dict(), log=log, device=device)
+        else:
+            _, summary = train(cfg, "flow", int(cfg.train.steps), float(cfg.train.lr), checkpoint, chunk_sizes=list(cfg.models[which]), log=log, device=device)
+        if run is not None:
+            run.add_results("training", which, summary)
+    if run is not None:
+        print(f"[streamdit] {which}: loss {summary['loss_first']:.4f} -> {summary['loss_last']:.4f} in {summary['seconds']:.0f} s on {world} process(es) -> {checkpoint}", flush=True)
+    if world > 1:
+        dist.destroy_process_group()
+    return summary["loss_last"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Training: the losses mean what they say (oracle distillation target, guidance), a step lowers the
+loss, a resumed run ends where an uninterrupted one does, a checkpoint from another configuration is
+refused, and two DDP processes under torchrun (gloo, CPU) agree with each other and with one process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.streamdit.model import StreamDiT
+from experiments.streamdit.sample import guided
+from experiments.streamdit.schedule import Partition
+from experiments.streamdit.train import Batch, flow_matching_loss, load_model, make_batch, model_config, teacher_segment, train
+from shared.config import compose
+from shared.registry import get
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def smoke_cfg(**overrides):
+    cfg = compose(get("streamdit"), "smoke", [f"{k}={v}" for k, v in overrides.items()])
+    return cfg
+
+
+class Oracle(torch.nn.Module):
+    """The exact velocity of the straight path from a known X0 to a known X1 (text-independent)."""
+
+    def __init__(self, x1, x0):
+        super().__init__()
+        self.x1, self.x0 = x1, x0
+
+    def forward(self, x, tau, text, memory=None):
+        return (self.x1 - self.x0).repeat(len(x) // len(self.x1), *([1] * (x.dim() - 1)))
+
+
+@pytest.mark.parametrize("c, s", [(2, 4), (1, 3), (4, 2)])
+def test_oracle_teacher_gives_the_exact_segment_displacement(c, s):
+    """With the true velocity, s teacher micro-steps move every chunk by s / T of (X1 - X0), so the
+    student's target (end - start) N is exactly X1 - X0 for every chunk, at any guidance scale."""
+    g = torch.Generator().manual_seed(0)
+    x1, x0 = torch.randn(2, 8, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 8, 3, 4, 4, generator=g, dtype=torch.float64)
+    batch = Batch(x1, x1[:, :0], torch.ones(2, 2, dtype=torch.long), [0, 1])
+    part = Partition.for_buffer(8, c, s)
+    start, tau, target = teacher_segment(Oracle(x1, x0), batch, x0, part, guidance=3.0)
+    assert torch.allclose(target, x1 - x0, atol=1e-12)
+    head, tail = tau[0, :c], tau[0, -c:]
+    assert torch.allclose(head, torch.full_like(head, (part.N - 1) / part.N)) and torch.equal(tail, torch.zeros_like(tail))
+    assert torch.allclose(start, tau[..., None, None, None] * x1 + (1 - tau[..., None, None, None]) * x0)
+
+
+def test_guidance_is_linear_in_its_scale_and_one_is_the_conditional_model():
+    cfg = model_config(smoke_cfg())
+    torch.manual_seed(0)
+    model = StreamDiT(cfg).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, cfg.frames, 3, cfg.height, cfg.width, generator=g, dtype=torch.float64)
+    tau = torch.rand(2, cfg.frames, generator=g, dtype=torch.float64)
+    text = torch.tensor([[1, 7], [3, 9]])
+    v1, v2, v3 = (guided(model, text, w)(x, tau) for w in (1.0, 2.0, 3.0))
+    assert torch.allclose(v1, model(x, tau, text)) and not torch.allclose(v2, v1)
+    assert torch.allclose(v3 - v2, v2 - v1, atol=1e-10)
+
+
+def test_steps_on_one_batch_lower_the_flow_matching_loss():
+    cfg = smoke_cfg()
+    torch.manual_seed(0)
+    model = StreamDiT(model_config(cfg))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = make_batch(cfg, 0, 4)
+    losses = []
+    for _ in range(8):
+        loss = flow_matching_loss(model, batch, [2], cfg, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
+    cfg = smoke_cfg(**{"trainer.checkpoint_every": 2})
+    whole, _ = train(cfg, "flow", 4, 1e-3, tmp_path / "whole.pt", chunk_sizes=[1, 2, 4, 8])
+    stopped = tmp_path / "stopped.pt"
+    _stop_after(cfg, 2, 4, stopped)
+    resumed, _ = train(cfg, "flow", 4, 1e-3, stopped, chunk_sizes=[1, 2, 4, 8])
+    assert torch.load(stopped, weights_only=False)["step"] == 4
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _stop_after(cfg, stop: int, steps: int, path: Path):
+    """Train a ``steps``-step schedule but die after ``stop`` steps (the checkpoint at ``stop`` stays)."""
+    import experiments.streamdit.train as t
+
+    original = t.make_batch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        if calls["n"] == stop:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    t.make_batch = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, "flow", steps, 1e-3, path, chunk_sizes=[1, 2, 4, 8])
+    finally:
+        t.make_batch = original
+    assert torch.load(path, weights_only=False)["step"] == stop
+
+
+def test_a_checkpoint_from_another_configuration_is_a_clear_error(tmp_path):
+    cfg = smoke_cfg()
+    train(cfg, "flow", 1, 1e-3, tmp_path / "m.pt", chunk_sizes=[8])
+    other = smoke_cfg(**{"model.dim": 48})
+    with pytest.raises(ValueError, match="another model configuration.*dim"):
+        load_model(other, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="another model configuration"):
+        train(other, "flow", 2, 1e-3, tmp_path / "m.pt", chunk_sizes=[8])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_model(cfg, tmp_path / "missing.pt")
+
+
+WORKER = """
+import json, sys
+import torch
+from shared.config import compose
+from shared.registry import get
+from experiments.streamdit.train import distributed, parameter_checksum, train
+cfg = compose(get("streamdit"), "smoke", ["train.batch_size=4"])
+torch.set_num_threads(1)
+model, _ = train(cfg, "flow", 3, 1e-3, None, chunk_sizes=[1, 2, 4, 8])
+rank, world = distributed()
+with open(sys.argv[1] + f"/rank{rank}.json", "w") as f:
+    json.dump({"world": world, "checksum": parameter_checksum(model), "first": model.patch_in.weight.flatten()[:8].tolist()}, f)
+"""
+
+
+def test_two_gloo_processes_under_torchrun_agree_with_each_other_and_with_one_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "STREAMLAB_PROGRESS": "0"}
+    for folder, procs in (("two", 2), ("one", 1)):
+        (tmp_path / folder).mkdir()
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", str(script), str(tmp_path / folder)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280, cwd=ROOT, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    single = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    assert ranks[0]["world"] == 2 and single["world"] == 1
+    assert ranks[0]["checksum"] == ranks[1]["checksum"] and ranks[0]["first"] == ranks[1]["first"]
+    assert torch.allclose(torch.tensor(ranks[0]["first"]), torch.tensor(single["first"]), atol=1e-5)
+    assert ranks[0]["first"] != pytest.approx([0.0] * 8)
