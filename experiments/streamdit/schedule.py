@@ -138,14 +138,14 @@ class StreamQueue:
     @property
     def tau(self) -> torch.Tensor:
         """Per-frame times [b, B]."""
-        return (self.levels.to(self.x.dtype) / self.part.T).expand(self.x.shape[0], -1)
+        return (self.levels.to(self.x.dtype) / self.part.T).to(self.x.device).expand(self.x.shape[0], -1)
 
     @torch.no_grad()
     def step(self, velocity: Velocity) -> torch.Tensor | None:
         """One forward pass; returns the emitted chunk [b, c, ...] when the head reaches tau = 1."""
         part = self.part
         moving = self.levels < part.T
-        dtau = moving.to(self.x.dtype) / part.T
+        dtau = (moving.to(self.x.dtype) / part.T).to(self.x.device)  # levels stay on the CPU: bookkeeping
         v = velocity(self.x, self.tau)
         self.x = self.x + v * _frames(dtau.expand(self.x.shape[0], -1), self.x)
         self.levels = self.levels + moving.long()
