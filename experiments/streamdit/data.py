@@ -55,13 +55,14 @@ def inside(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
     return np.all([u * ex + v * ey <= 0.5 * r for ex, ey in edges], axis=0)
 
 
-def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, objects: int = 2, speed: float = 1.0) -> Clip:
-    """One clip; ``speed`` scales the pixels moved per frame (about 0.5-1.5 x speed)."""
+def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, objects: int = 2, speed: float = 1.0, scale: float = 1.0) -> Clip:
+    """One clip; ``speed`` scales the pixels moved per frame (about 0.5-1.5 x speed), ``scale`` the
+    object size (radius 0.14-0.22 x size x scale)."""
     if objects < 1 or size < 8 or frames < 1:
         raise ValueError(f"need at least one object, 8 pixels and one frame (got {objects}, {size}, {frames})")
     shapes = [SHAPES[i] for i in rng.integers(len(SHAPES), size=objects)]
     colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), size=objects, replace=False)]
-    radius = rng.uniform(0.14, 0.22, objects) * size
+    radius = rng.uniform(0.14, 0.22, objects) * size * scale
     pos = rng.uniform(radius[:, None], size - radius[:, None], (objects, 2))
     heading = rng.uniform(0, 2 * np.pi, objects)
     vel = speed * rng.uniform(0.5, 1.5, objects)[:, None] * np.stack([np.cos(heading), np.sin(heading)], 1)
@@ -92,10 +93,9 @@ def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, object
     return Clip(video * 2 - 1, text, tracks, shapes, colours, radius)
 
 
-def find_objects(frame: np.ndarray, colours: list[str], min_pixels: int = 4) -> dict[str, tuple[float, float, int] | None]:
-    """The detector the metrics use: for each named colour, the pixels whose colour is closest to
-    it (hue direction, above the background's brightness) -> (centroid x, centroid y, pixel count),
-    or None if fewer than ``min_pixels``. ``frame``: [3, S, S] in [-1, 1]."""
+def colour_masks(frame: np.ndarray, colours: list[str]) -> dict[str, np.ndarray]:
+    """For each named colour, the pixels of ``frame`` ([3, S, S] in [-1, 1]) whose hue is nearest to
+    it among the palette and that are brighter than the background: [S, S] booleans."""
     rgb = (frame + 1) / 2
     bright = rgb.max(axis=0)
     chroma = rgb / np.maximum(bright, 1e-6)
@@ -104,10 +104,15 @@ def find_objects(frame: np.ndarray, colours: list[str], min_pixels: int = 4) -> 
     distance = ((chroma[None] - palette[:, :, None, None]) ** 2).sum(axis=1)
     nearest = distance.argmin(axis=0)
     coloured = bright > BACKGROUND + 0.15
+    return {name: coloured & (nearest == list(COLOURS).index(name)) for name in colours}
+
+
+def find_objects(frame: np.ndarray, colours: list[str], min_pixels: int = 4) -> dict[str, tuple[float, float, int] | None]:
+    """The detector the metrics use: for each named colour, the pixels nearest to it (``colour_masks``)
+    -> (centroid x, centroid y, pixel count), or None if fewer than ``min_pixels``."""
     out = {}
     yy, xx = np.mgrid[0 : frame.shape[1], 0 : frame.shape[2]] + 0.5
-    for name in colours:
-        mask = coloured & (nearest == list(COLOURS).index(name))
+    for name, mask in colour_masks(frame, colours).items():
         n = int(mask.sum())
         out[name] = (float(xx[mask].mean()), float(yy[mask].mean()), n) if n >= min_pixels else None
     return out

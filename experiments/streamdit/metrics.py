@@ -4,10 +4,13 @@ No pretrained network is involved: the colour detector of ``data.find_objects`` 
 object; what real clips look like to that detector (object sizes, speeds) is measured once on
 held-out procedural clips (``Reference``), and every metric is stated against it.
 
-- ``validity``: per frame, prompted objects found at a plausible size, divided by (prompted objects
-  + spurious colour blobs). A blurred, vanished, recoloured or duplicated object lowers it.
+- ``validity``: per frame, prompted objects found as one compact blob of a plausible size (the
+  largest connected component of the colour's pixels holds at least ``COMPACT`` of them), divided by
+  (prompted objects + spurious colour blobs). A vanished, recoloured, shrunken, scattered or
+  duplicated object lowers it; so does colour speckle, which has the right colours but no shape.
 - ``jerk_px``: mean |second difference| of an object's centroid (pixels / frame^2) over three
-  consecutive valid detections; constant velocity gives 0, a wall bounce about twice the speed.
+  consecutive frames where its largest blob is tracked; constant velocity gives 0, a wall bounce
+  about twice the speed; a blob hopping around in speckle gives several pixels.
   The VBench "motion smoothness" analogue (lower is smoother).
 - ``dynamic``: mean centroid speed over the real clips' mean speed: 1 moves like the data, 0 is
   the static-content failure the paper reports for FIFO-Diffusion.
@@ -21,10 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
-from .data import BACKGROUND, COLOURS, find_objects, make_clip
+from .data import BACKGROUND, COLOURS, colour_masks, make_clip
 
 PALETTE = list(COLOURS)
+COMPACT = 0.7  # share of a colour's pixels its largest 8-connected blob must hold to count as one object
+EIGHT = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -37,15 +43,15 @@ class Reference:
     spurious_pixels: int  # a non-prompted colour blob this large counts as a spurious object
 
     @classmethod
-    def measure(cls, size: int, frames: int, objects: int, speed: float, clips: int = 64, seed: int = 10_000) -> Reference:
+    def measure(cls, size: int, frames: int, objects: int, speed: float, scale: float = 1.0, clips: int = 64, seed: int = 10_000) -> Reference:
         counts, speeds = [], []
         rng = np.random.default_rng(seed)
         for _ in range(clips):
-            clip = make_clip(rng, frames=frames, size=size, objects=objects, speed=speed)
+            clip = make_clip(rng, frames=frames, size=size, objects=objects, speed=speed, scale=scale)
             found = detect(clip.video, clip.colours)
             for k in range(objects):
                 alone = _unoccluded(clip, k)
-                counts += list(found[k, alone, 2])
+                counts += list(found[k, alone, 2])  # the largest blob of an unoccluded object: its size
             speeds.append(_speeds(found))
         counts = np.asarray(counts)
         low, high = np.percentile(counts, [1, 99])
@@ -58,14 +64,25 @@ def _unoccluded(clip, k: int) -> np.ndarray:
     return np.all([dj > clip.radius[k] + clip.radius[j] + 1 for dj, j in zip(d, others)], axis=0) if others else np.ones(clip.tracks.shape[1], bool)
 
 
+def blobs(mask: np.ndarray) -> tuple[float, float, int, int]:
+    """(centroid x, centroid y, pixels) of the largest 8-connected blob of ``mask``, and all its pixels."""
+    total = int(mask.sum())
+    if total == 0:
+        return np.nan, np.nan, 0, 0
+    labels, n = ndimage.label(mask, structure=EIGHT)
+    sizes = np.bincount(labels.ravel())[1:]
+    biggest = labels == (int(sizes.argmax()) + 1)
+    yy, xx = np.nonzero(biggest)
+    return float(xx.mean() + 0.5), float(yy.mean() + 0.5), int(sizes.max()), total
+
+
 def detect(video: np.ndarray, colours: list[str]) -> np.ndarray:
-    """[objects, F, 3]: centroid x, y and pixel count per prompted colour and frame (NaN, NaN, 0 if absent)."""
-    out = np.full((len(colours), len(video), 3), np.nan)
-    out[:, :, 2] = 0
+    """[objects, F, 4]: per prompted colour and frame, the centroid x, y and size of its largest blob
+    and the colour's total pixel count (NaN, NaN, 0, 0 if absent)."""
+    out = np.zeros((len(colours), len(video), 4))
     for f, frame in enumerate(video):
-        for k, (name, hit) in enumerate(find_objects(frame, colours).items()):
-            if hit is not None:
-                out[k, f] = hit
+        for k, mask in enumerate(colour_masks(frame, colours).values()):
+            out[k, f] = blobs(mask)
     return out
 
 
@@ -88,15 +105,15 @@ def colour_histogram(video: np.ndarray) -> np.ndarray:
 
 
 def frame_validity(video: np.ndarray, colours: list[str], ref: Reference) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame validity [F] and the detections [objects, F, 3] (plausible ones only; others NaN)."""
+    """Per-frame validity [F] and the tracked detections [objects, F, 4] (largest blob at least the
+    smallest real object; others NaN), which jerk and speed are measured on."""
     found = detect(video, colours)
-    ok = (found[:, :, 2] >= ref.min_pixels) & (found[:, :, 2] <= ref.max_pixels)
+    largest, total = found[:, :, 2], found[:, :, 3]
+    ok = (largest >= ref.min_pixels) & (largest <= ref.max_pixels) & (largest >= COMPACT * total)
     others = [c for c in PALETTE if c not in colours]
-    spurious = np.zeros(len(video))
-    for f, frame in enumerate(video):
-        spurious[f] = sum(hit is not None for hit in find_objects(frame, others, min_pixels=ref.spurious_pixels).values())
-    validity = ok.sum(axis=0) / (len(colours) + spurious)
-    found[~ok] = np.nan
+    spurious = detect(video, others)[:, :, 2] >= ref.spurious_pixels if others else np.zeros((0, len(video)), bool)
+    validity = ok.sum(axis=0) / (len(colours) + spurious.sum(axis=0))
+    found[largest < ref.min_pixels] = np.nan
     return validity, found
 
 

@@ -39,9 +39,11 @@ def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, di
     for name in ("uniform", "fixed1", "mixed"):
         if name not in needed:
             continue
-        models[name], summaries[name] = train(
-            cfg, "flow", int(cfg.train.steps), float(cfg.train.lr), run.checkpoint_path(f"model_{name}"), chunk_sizes=list(cfg.models[name]),
-            log=lambda m, step, name=name: run.logger.log(m, step=step, scope=f"train/{name}"), device=device)
+        spec = cfg.models[name]
+        init = spec.get("init")
+        if init and init not in models:
+            models[init], summaries[init] = _train_flow(cfg, init, run, device)
+        models[name], summaries[name] = _train_flow(cfg, name, run, device, models[init].state_dict() if init else None)
     if "student" in needed:
         teacher = models["mixed"]
         models["student"], summaries["student"] = train(
@@ -50,11 +52,19 @@ def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, di
     return models, summaries
 
 
+def _train_flow(cfg, name: str, run: Run, device: str, init: dict | None = None):
+    """A flow-matching model; one initialised from another (the paper fine-tunes streaming from
+    its clip model) trains ``train.finetune_steps``."""
+    steps = int(cfg.train.finetune_steps if init is not None else cfg.train.steps)
+    return train(cfg, "flow", steps, float(cfg.train.lr), run.checkpoint_path(f"model_{name}"), chunk_sizes=list(cfg.models[name].chunks), init=init,
+                 log=lambda m, step: run.logger.log(m, step=step, scope=f"train/{name}"), device=device)
+
+
 def prompts(cfg) -> tuple[torch.Tensor, list[list[str]]]:
     """Held-out prompts (seeds far from any training seed): token ids [P, L] and each prompt's colours."""
     ids, colours = [], []
     for i in range(int(cfg.eval.prompts)):
-        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=1, size=int(cfg.data.size), objects=int(cfg.data.objects))
+        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=1, size=int(cfg.data.size), objects=int(cfg.data.objects), scale=float(cfg.data.scale))
         ids.append(tokens(clip.text, 2 * int(cfg.data.objects)))
         colours.append(clip.colours)
     return torch.from_numpy(np.stack(ids)), colours
@@ -119,7 +129,7 @@ def reference_row(cfg, ref: Reference) -> dict:
     B, frames = int(cfg.buffer), int(cfg.eval.rollout_buffers) * int(cfg.buffer)
     scores, strip = [], None
     for i in range(int(cfg.eval.prompts)):
-        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=frames, size=int(cfg.data.size), objects=int(cfg.data.objects), speed=float(cfg.data.speed))
+        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=frames, size=int(cfg.data.size), objects=int(cfg.data.objects), speed=float(cfg.data.speed), scale=float(cfg.data.scale))
         scores.append(score_video(clip.video, clip.colours, ref, B))
         strip = clip.video[: int(cfg.eval.strip_frames)] if strip is None else strip
     result = aggregate(scores)
@@ -138,7 +148,7 @@ def reproduce(cfg, run: Run) -> None:
     bad = {row: m.model for row, m in methods.items() if m.model not in MODELS}
     if bad:
         raise ConfigError(f"method.model must be one of {MODELS} (got {bad})")
-    ref = Reference.measure(int(cfg.data.size), int(cfg.buffer) * 2, int(cfg.data.objects), float(cfg.data.speed))
+    ref = Reference.measure(int(cfg.data.size), int(cfg.buffer) * 2, int(cfg.data.objects), float(cfg.data.speed), float(cfg.data.scale))
     models, summaries = train_models(cfg, {m.model for m in methods.values()}, run, device)
     results = {}
     for row in rows:

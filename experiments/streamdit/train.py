@@ -78,7 +78,7 @@ def make_batch(cfg, step: int, size: int, offset: int = 0, device="cpu") -> Batc
     x1, memory, text = [], [], []
     for i in range(offset, offset + size):
         rng = np.random.default_rng([seed, step, i])
-        clip = make_clip(rng, frames=B + gap, size=int(d.size), objects=int(d.objects), speed=float(d.speed))
+        clip = make_clip(rng, frames=B + gap, size=int(d.size), objects=int(d.objects), speed=float(d.speed), scale=float(d.scale))
         g = int(rng.integers(max(m, 1) if m else 0, gap + 1))
         x1.append(clip.video[g : g + B])
         memory.append(np.concatenate([clip.video[:1], clip.video[g - (m - 1) : g]]) if m else clip.video[:0])
@@ -238,7 +238,9 @@ def load_model(cfg, checkpoint: Path, device: str = "cpu") -> StreamDiT:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg) -> float:
     """Train the model one row needs into a new run directory (rank 0 writes; every rank trains).
-    The student needs its teacher: ``distill.teacher=<run>/checkpoints/model_mixed.pt``."""
+    The student needs its teacher: ``distill.teacher=<run>/checkpoints/model_mixed.pt``; a streaming
+    model fine-tunes from a clip model with ``+train.init_from=<run>/checkpoints/model_uniform.pt``
+    (``train.finetune_steps``), else it trains from scratch (``train.steps``)."""
     rank, world = distributed()
     runtime.setup(cfg.trainer)
     device = runtime.resolve_device(cfg.trainer.device)
@@ -265,7 +267,10 @@ def main(cfg) -> float:
             _, summary = train(cfg, "distill", int(cfg.distill.steps), float(cfg.distill.lr), checkpoint, teacher=teacher,
                                init=teacher.state_dict(), log=log, device=device)
         else:
-            _, summary = train(cfg, "flow", int(cfg.train.steps), float(cfg.train.lr), checkpoint, chunk_sizes=list(cfg.models[which]), log=log, device=device)
+            init_from = cfg.train.get("init_from")
+            init = load_model(cfg, Path(init_from), device).state_dict() if init_from else None
+            steps = int(cfg.train.finetune_steps if init is not None else cfg.train.steps)
+            _, summary = train(cfg, "flow", steps, float(cfg.train.lr), checkpoint, chunk_sizes=list(cfg.models[which].chunks), init=init, log=log, device=device)
         if run is not None:
             run.add_results("training", which, summary)
     if run is not None:

@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # StreamDiT: streaming video generation with a moving buffer
+#
+# Kodaira et al., 2025 (arXiv 2507.03745). A buffer of frames sits at staggered noise levels: the
+# head is nearly clean, the tail is pure noise. One forward pass of a DiT with a time embedding
+# *per frame* and shifted 3D window attention advances every frame by one level; every s steps
+# the head chunk reaches t = 1 and is emitted, the buffer moves, and fresh noise enters at the tail.
+# Training is buffered flow matching with the noise level of each chunk drawn from its band, over a
+# mix of chunk sizes; a student distilled segment-wise takes one step per chunk position.
+#
+# **Model and data here.** No code, weights, latents or data of the paper exist in the open. We
+# train small DiTs (pixel space, 16x16 frames, 4 layers of width 64) on procedural clips: coloured,
+# striped circles, squares and triangles that move, bounce, spin and occlude each other, prompted by
+# their colour and shape words. A colour detector reads the known objects back from generated
+# frames, so every metric has a ground truth (`experiments/streamdit/metrics.py`).
+#
+# **Rows.** `full_clip` (independent 16-frame clips from a standard clip model: not streaming);
+# `fifo` (that same model run diagonally, training-free, as FIFO-Diffusion does); `streamdit_c1`
+# (trained with chunk size 1 only); `streamdit_mixed` (mixed chunk sizes 1-16); `distilled` (the
+# mixed model distilled to one step per chunk position, guidance included); `distilled_framesink`
+# (the student with a LongLive-style frame-sink memory: our extension, not in the paper).
+
+# %% tags=["parameters"]
+from shared.notebook import smoke
+
+SMOKE = smoke()  # STREAMLAB_SMOKE=1: tiny models, a few steps: plumbing only (CI)
+PRESET = "smoke" if SMOKE else "cpu"
+OVERRIDES = []
+RESUME = None  # a finished run directory: reuse its models and rollouts (the table is not recomputed)
+
+# %%
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import Image, display
+
+from shared import results
+from shared.notebook import publish
+from shared.runner import reproduce
+
+run = reproduce("streamdit", PRESET, OVERRIDES, resume=RESUME)
+ours = results.load([run.dir / "results.csv"])
+value = ours.set_index(["table", "row", "metric"])["value"]
+rows = list(dict.fromkeys(ours[ours.table == "streamdit"].row))
+arrays = np.load(run.dir / "arrays.npz")
+
+# %% [markdown]
+# ## Our table: long rollouts from held-out prompts
+# Each row streams 8 held-out prompts for 10 buffers (160 frames) from the same noise. `validity`:
+# prompted objects found at a plausible size, over prompted + spurious objects, per frame;
+# `jerk_px`: mean |second difference| of object centres (pixels/frame^2; the data has bounces, so
+# not 0); `dynamic`: mean object speed over the data's (1 = moves like the data, 0 = frozen);
+# `drift`: validity over the first 16 frames minus over the last 16; `colour_drift`: L1 change of
+# the colour histogram between them. `levels_per_frame`: denoising levels a frame passes through
+# (x2 under guidance); `forwards_per_frame`: buffer forwards per emitted frame; `fps`: one stream
+# in steady state on this machine. The last line is the procedural data itself.
+
+# %%
+QUALITY = ["validity", "jerk_px", "dynamic", "drift", "colour_drift"]
+COST = ["levels_per_frame", "forwards_per_frame", "fps"]
+
+
+def cell(table, row, metric):
+    return value.get((table, row, metric), np.nan)
+
+
+table = pd.DataFrame({m: [cell("streamdit", r, m) for r in rows] + [cell("reference", "data", m) if m in QUALITY else np.nan]
+                      for m in QUALITY + COST}, index=rows + ["data (reference)"])
+spread = pd.DataFrame({f"{m} std": [cell("streamdit", r, f"{m}_std") for r in rows] for m in ("validity", "dynamic", "drift")}, index=rows)
+display(table.round(3))
+display(spread.round(3))
+
+# %% [markdown]
+# ## Beside the paper's reported figures
+# The paper's numbers are VBench scores of a 4B latent model on real prompts; ours are detector
+# scores of a 0.4M-parameter pixel model on procedural clips. Only the *relations* compare:
+# training for streaming against training-free FIFO, mixed against chunk-size-1 training, the
+# distilled student against its teacher, and the speed at the paper's size
+# (`python -m experiments.streamdit bench --arch 4b --res 512` on a GPU; see the README).
+
+# %%
+paper = pd.DataFrame(
+    [
+        {"source": "paper, Table 2", "row": "FIFO-Diffusion", "VBench quality": 0.7981, "dynamic degree": 0.3094},
+        {"source": "paper, Table 2", "row": "StreamDiT teacher", "VBench quality": 0.8185, "dynamic degree": 0.5240},
+        {"source": "paper, Table 2", "row": "StreamDiT distilled", "VBench quality": 0.8163, "dynamic degree": 0.7040},
+        {"source": "paper, Table 3 (c = 1 inference)", "row": "trained [1]", "VBench quality": 0.8129, "dynamic degree": np.nan},
+        {"source": "paper, Table 3 (c = 1 inference)", "row": "trained [1,2,4,8,16]", "VBench quality": 0.8144, "dynamic degree": np.nan},
+        {"source": "paper, section 5.4", "row": "distilled, 512p, 1 H100", "VBench quality": np.nan, "dynamic degree": np.nan},
+    ]
+)
+paper["speed"] = ["", "", "", "", "", "482 ms/step, 16 FPS"]
+display(paper)
+
+# %% [markdown]
+# ## A long streamed rollout, frame by frame
+# The first held-out prompt, every other frame of the first 32, per row (bottom: a real clip of the
+# same prompt seed).
+
+# %%
+display(Image(filename=str(run.dir / "figures" / "strip.png")))
+
+# %% [markdown]
+# ## Drift over time
+# Validity in 16-frame bins over the whole rollout (mean and spread over prompts). A method that
+# drifts loses objects, colours or shapes as the rollout grows past its buffer.
+
+# %%
+display(Image(filename=str(run.dir / "figures" / "drift.png")))
+late = {r: float(arrays[f"{r}/per_frame_validity"][:, -16:].mean()) for r in rows}
+print("validity over the last 16 frames:", {r: round(v, 3) for r, v in late.items()})
+
+# %% [markdown]
+# ## Training
+# Loss at the start and end of each model's training (flow matching for the first three, the
+# distillation loss for the student), and its time on this machine.
+
+# %%
+names = sorted({k.split("/")[1] for k in arrays.files if k.startswith("train/")})
+display(pd.DataFrame({n: {k: float(arrays[f"train/{n}/{k}"]) for k in ("loss_first", "loss_last", "seconds", "steps")} for n in names}).T.round(4))
+
+# %% [markdown]
+# ## What the issue asks, checked
+# At the cpu preset: mixed training not worse than chunk-size-1 training, the distilled student
+# within a stated margin of its teacher (the mixed model), drift reported for every row.
+
+# %%
+assert np.isfinite(ours.value).all()
+if not SMOKE:
+    MARGIN = 0.1  # validity points the student may lose against its teacher
+    mixed, c1, student = (cell("streamdit", r, "validity") for r in ("streamdit_mixed", "streamdit_c1", "distilled"))
+    print(f"validity: mixed {mixed:.3f} vs c1 {c1:.3f}; student {student:.3f} vs teacher {mixed:.3f} (margin {MARGIN})")
+    print("drift per row:", {r: round(cell("streamdit", r, "drift"), 3) for r in rows})
+
+# %%
+if not SMOKE:
+    print("published to", publish(run, Path("results"), extras=["arrays.npz"]))
