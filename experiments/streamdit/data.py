@@ -55,9 +55,11 @@ def inside(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
     return np.all([u * ex + v * ey <= 0.5 * r for ex, ey in edges], axis=0)
 
 
-def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, objects: int = 2, speed: float = 1.0, scale: float = 1.0) -> Clip:
+def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, objects: int = 2, speed: float = 1.0, scale: float = 1.0,
+              stripes: bool = True) -> Clip:
     """One clip; ``speed`` scales the pixels moved per frame (about 0.5-1.5 x speed), ``scale`` the
-    object size (radius 0.14-0.22 x size x scale)."""
+    object size (radius 0.14-0.22 x size x scale); ``stripes=False`` draws flat colours (rotation is
+    then visible only on squares and triangles)."""
     if objects < 1 or size < 8 or frames < 1:
         raise ValueError(f"need at least one object, 8 pixels and one frame (got {objects}, {size}, {frames})")
     shapes = [SHAPES[i] for i in rng.integers(len(SHAPES), size=objects)]
@@ -78,9 +80,9 @@ def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, object
             c, s = np.cos(angle[k]), np.sin(angle[k])
             u, v = c * dx + s * dy, -s * dx + c * dy
             mask = inside(shapes[k], u, v, radius[k])
-            stripes = 0.75 + 0.25 * np.sign(np.sin(u * 6.0 / radius[k]))
+            shade = 0.75 + 0.25 * np.sign(np.sin(u * 6.0 / radius[k])) if stripes else np.ones_like(u)
             for ch in range(3):
-                video[f, ch][mask] = (COLOURS[colours[k]][ch] * stripes)[mask]
+                video[f, ch][mask] = (COLOURS[colours[k]][ch] * shade)[mask]
         pos += vel  # constant velocity, reflected at the walls (the centre stays a radius inside)
         for k in range(objects):
             for axis in range(2):

@@ -43,11 +43,12 @@ class Reference:
     spurious_pixels: int  # a non-prompted colour blob this large counts as a spurious object
 
     @classmethod
-    def measure(cls, size: int, frames: int, objects: int, speed: float, scale: float = 1.0, clips: int = 64, seed: int = 10_000) -> Reference:
+    def measure(cls, size: int, frames: int, objects: int, speed: float, scale: float = 1.0, stripes: bool = True, clips: int = 64,
+                seed: int = 10_000) -> Reference:
         counts, speeds = [], []
         rng = np.random.default_rng(seed)
         for _ in range(clips):
-            clip = make_clip(rng, frames=frames, size=size, objects=objects, speed=speed, scale=scale)
+            clip = make_clip(rng, frames=frames, size=size, objects=objects, speed=speed, scale=scale, stripes=stripes)
             found = detect(clip.video, clip.colours)
             for k in range(objects):
                 alone = _unoccluded(clip, k)

@@ -64,7 +64,7 @@ def prompts(cfg) -> tuple[torch.Tensor, list[list[str]]]:
     """Held-out prompts (seeds far from any training seed): token ids [P, L] and each prompt's colours."""
     ids, colours = [], []
     for i in range(int(cfg.eval.prompts)):
-        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=1, size=int(cfg.data.size), objects=int(cfg.data.objects), scale=float(cfg.data.scale))
+        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=1, size=int(cfg.data.size), objects=int(cfg.data.objects), scale=float(cfg.data.scale), stripes=bool(cfg.data.stripes))
         ids.append(tokens(clip.text, 2 * int(cfg.data.objects)))
         colours.append(clip.colours)
     return torch.from_numpy(np.stack(ids)), colours
@@ -73,11 +73,11 @@ def prompts(cfg) -> tuple[torch.Tensor, list[list[str]]]:
 def rollout(method, model, text: torch.Tensor, frames: int, cfg, generator: torch.Generator, on_chunk=None) -> torch.Tensor:
     B = int(cfg.buffer)
     if method.sampler == "clips":
-        return generate_clips(model, text, frames, int(cfg.eval.clip_steps), float(method.guidance), generator)
+        return generate_clips(model, text, frames, int(cfg.eval.clip_steps), float(method.guidance), generator, float(cfg.schedule_power))
     if method.sampler == "stream":
         part = Partition.for_buffer(B, int(method.c), int(method.s))
         memory = FrameSinkMemory(int(cfg.eval.memory.sink_frames), int(cfg.eval.memory.window_frames)) if method.memory else None
-        return stream(model, text, part, frames, float(method.guidance), generator, memory, on_chunk)
+        return stream(model, text, part, frames, float(method.guidance), generator, memory, on_chunk, float(cfg.schedule_power))
     raise ConfigError(f"method.sampler must be 'clips' or 'stream' (got {method.sampler!r})")
 
 
@@ -129,7 +129,7 @@ def reference_row(cfg, ref: Reference) -> dict:
     B, frames = int(cfg.buffer), int(cfg.eval.rollout_buffers) * int(cfg.buffer)
     scores, strip = [], None
     for i in range(int(cfg.eval.prompts)):
-        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=frames, size=int(cfg.data.size), objects=int(cfg.data.objects), speed=float(cfg.data.speed), scale=float(cfg.data.scale))
+        clip = make_clip(np.random.default_rng([int(cfg.eval.seed), i]), frames=frames, size=int(cfg.data.size), objects=int(cfg.data.objects), speed=float(cfg.data.speed), scale=float(cfg.data.scale), stripes=bool(cfg.data.stripes))
         scores.append(score_video(clip.video, clip.colours, ref, B))
         strip = clip.video[: int(cfg.eval.strip_frames)] if strip is None else strip
     result = aggregate(scores)
@@ -148,7 +148,7 @@ def reproduce(cfg, run: Run) -> None:
     bad = {row: m.model for row, m in methods.items() if m.model not in MODELS}
     if bad:
         raise ConfigError(f"method.model must be one of {MODELS} (got {bad})")
-    ref = Reference.measure(int(cfg.data.size), int(cfg.buffer) * 2, int(cfg.data.objects), float(cfg.data.speed), float(cfg.data.scale))
+    ref = Reference.measure(int(cfg.data.size), int(cfg.buffer) * 2, int(cfg.data.objects), float(cfg.data.speed), float(cfg.data.scale), bool(cfg.data.stripes))
     models, summaries = train_models(cfg, {m.model for m in methods.values()}, run, device)
     results = {}
     for row in rows:

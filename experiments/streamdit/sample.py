@@ -52,7 +52,7 @@ def buffer_shape(model: StreamDiT, batch: int) -> tuple[int, ...]:
 
 @torch.no_grad()
 def generate_clips(model: StreamDiT, text: torch.Tensor, frames: int, steps: int, guidance: float = 1.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, power: float = 1.0) -> torch.Tensor:
     """Non-streaming: independent buffer-length clips from fresh noise, ``steps`` uniform Euler
     steps each, concatenated (nothing carries over, so every seam is a jump)."""
     device = next(model.parameters()).device
@@ -60,7 +60,7 @@ def generate_clips(model: StreamDiT, text: torch.Tensor, frames: int, steps: int
     velocity = guided(model, text, guidance)
     clips = []
     while sum(c.shape[1] for c in clips) < frames:
-        clips.append(euler_sample(velocity, noise(buffer_shape(model, len(text))), steps))
+        clips.append(euler_sample(velocity, noise(buffer_shape(model, len(text))), steps, power=power))
     return torch.cat(clips, dim=1)[:, :frames]
 
 
@@ -86,7 +86,7 @@ class FrameSinkMemory:
 @torch.no_grad()
 def stream(model: StreamDiT, text: torch.Tensor, part: Partition, frames: int, guidance: float = 1.0,
            generator: torch.Generator | None = None, memory: FrameSinkMemory | None = None,
-           on_chunk=None) -> torch.Tensor:
+           on_chunk=None, power: float = 1.0) -> torch.Tensor:
     """Run the moving buffer until ``frames`` frames are emitted; ``on_chunk(frames_so_far)`` is
     called after each emission (progress bars)."""
     if part.B != model.cfg.frames:
@@ -100,7 +100,7 @@ def stream(model: StreamDiT, text: torch.Tensor, part: Partition, frames: int, g
         kv = [(v.k, v.v) for v in views] if views else None
         return guided(model, text, guidance, kv)(x, tau)
 
-    queue = StreamQueue.start(velocity, part, noise(buffer_shape(model, len(text))), noise=noise)
+    queue = StreamQueue.start(velocity, part, noise(buffer_shape(model, len(text))), noise=noise, power=power)
     out = []
     while queue.emitted < frames:
         chunk = queue.step(velocity)

@@ -10,8 +10,10 @@ Convention (brief 2.1): time 1 is data, 0 is noise. The buffer is in video-time 
     queue = StreamQueue.start(velocity, part, x0)              # levels filled from a uniform trajectory
     frames = queue.step(velocity)                              # one forward pass; a chunk every s steps
 
-Levels are integers (a frame at level l has tau = l / T) so that a frame is emitted at exactly
-tau = 1, never at an accumulated 0.9999.
+Levels are integers (a frame at level l has tau = (l / T)^k) so that a frame is emitted at exactly
+tau = 1, never at an accumulated 0.9999. The power k is Eq. 9's gamma(t) = t^k (k = 1: the paper's
+linear schedule; k > 1 spends more levels, and more training, near the noise, where a frame's
+layout is decided); training and sampling must use the same k.
 """
 
 from __future__ import annotations
@@ -83,16 +85,22 @@ def velocity_target(x1: torch.Tensor, x0: torch.Tensor, sigma_min: float = 0.0) 
     return x1 - (1 - sigma_min) * x0
 
 
-def euler_sample(velocity: Velocity, x0: torch.Tensor, steps: int, trajectory: list | None = None) -> torch.Tensor:
+def level_time(level, T: int, power: float = 1.0):
+    """tau of a frame at ``level`` of T (Eq. 9 with gamma(t) = t^power)."""
+    return (level / T) ** power
+
+
+def euler_sample(velocity: Velocity, x0: torch.Tensor, steps: int, trajectory: list | None = None, power: float = 1.0) -> torch.Tensor:
     """The ordinary (uniform, non-streaming) sampler: every frame at the same time, ``steps`` Euler
     steps from 0 to 1. ``trajectory`` (if given) receives the state at every level 0..steps."""
     x = x0
     b, B = x0.shape[:2]
-    dt = 1.0 / steps
     for level in range(steps):
         if trajectory is not None:
             trajectory.append(x)
-        tau = torch.full((b, B), level / steps, dtype=x0.dtype)
+        now = torch.tensor(float(level), dtype=x0.dtype)  # the same arithmetic as the queue's, so N = 1 matches bit for bit
+        tau = level_time(now, steps, power).expand(b, B).to(x0.device)
+        dt = (level_time(now + 1, steps, power) - level_time(now, steps, power)).to(x0.device)
         x = x + velocity(x, tau) * dt
     if trajectory is not None:
         trajectory.append(x)
@@ -105,12 +113,14 @@ class StreamQueue:
     the buffer shifts by c frames and c pure-noise frames enter at the tail. The K reference frames
     are the last K emitted frames, held clean. Shapes never change (a compiled step stays valid)."""
 
-    def __init__(self, part: Partition, x: torch.Tensor, levels: torch.Tensor, noise: Callable[[tuple], torch.Tensor]):
+    def __init__(self, part: Partition, x: torch.Tensor, levels: torch.Tensor, noise: Callable[[tuple], torch.Tensor], power: float = 1.0):
         self.part, self.x, self.levels, self.noise = part, x, levels, noise  # levels: [B] ints, references at T
+        self.power = power
         self.emitted = 0  # frames emitted so far
 
     @classmethod
-    def start(cls, velocity: Velocity, part: Partition, x0: torch.Tensor, noise=None, references: torch.Tensor | None = None) -> StreamQueue:
+    def start(cls, velocity: Velocity, part: Partition, x0: torch.Tensor, noise=None, references: torch.Tensor | None = None,
+              power: float = 1.0) -> StreamQueue:
         """Fill the queue from a uniform trajectory (brief 2.6): chunk j (0 = head) starts at level
         (N-1-j) s, taken from the uniform sampler's state at that level; a chunk at level 0 is the
         noise itself. ``x0``: [b, B, ...] noise; references (K frames) default to that trajectory's end."""
@@ -118,7 +128,7 @@ class StreamQueue:
         trajectory: list[torch.Tensor] = []
         top = (part.N - 1) * s
         if top > 0 or K:
-            euler_sample(velocity, x0, T, trajectory)
+            euler_sample(velocity, x0, T, trajectory, power)
         x = x0.clone()
         levels = torch.empty(part.B, dtype=torch.long)
         levels[:K] = T
@@ -133,19 +143,20 @@ class StreamQueue:
         if noise is None:
             generator = torch.Generator().manual_seed(0)
             noise = lambda shape: torch.randn(shape, generator=generator, dtype=x0.dtype)
-        return cls(part, x, levels, noise)
+        return cls(part, x, levels, noise, power)
 
     @property
     def tau(self) -> torch.Tensor:
         """Per-frame times [b, B]."""
-        return (self.levels.to(self.x.dtype) / self.part.T).to(self.x.device).expand(self.x.shape[0], -1)
+        return level_time(self.levels.to(self.x.dtype), self.part.T, self.power).to(self.x.device).expand(self.x.shape[0], -1)
 
     @torch.no_grad()
     def step(self, velocity: Velocity) -> torch.Tensor | None:
         """One forward pass; returns the emitted chunk [b, c, ...] when the head reaches tau = 1."""
         part = self.part
         moving = self.levels < part.T
-        dtau = (moving.to(self.x.dtype) / part.T).to(self.x.device)  # levels stay on the CPU: bookkeeping
+        now = self.levels.to(self.x.dtype)
+        dtau = (level_time(now + moving, part.T, self.power) - level_time(now, part.T, self.power)).to(self.x.device)  # levels stay on the CPU
         v = velocity(self.x, self.tau)
         self.x = self.x + v * _frames(dtau.expand(self.x.shape[0], -1), self.x)
         self.levels = self.levels + moving.long()

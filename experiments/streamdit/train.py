@@ -40,7 +40,7 @@ from shared.runs import Run
 
 from .data import make_clip, tokens
 from .model import DiTConfig, StreamDiT
-from .schedule import Partition, make_xt, training_times, velocity_target
+from .schedule import Partition, level_time, make_xt, training_times, velocity_target
 
 EXPERIMENT = Path(__file__).resolve().parent.name
 
@@ -78,7 +78,7 @@ def make_batch(cfg, step: int, size: int, offset: int = 0, device="cpu") -> Batc
     x1, memory, text = [], [], []
     for i in range(offset, offset + size):
         rng = np.random.default_rng([seed, step, i])
-        clip = make_clip(rng, frames=B + gap, size=int(d.size), objects=int(d.objects), speed=float(d.speed), scale=float(d.scale))
+        clip = make_clip(rng, frames=B + gap, size=int(d.size), objects=int(d.objects), speed=float(d.speed), scale=float(d.scale), stripes=bool(d.stripes))
         g = int(rng.integers(max(m, 1) if m else 0, gap + 1))
         x1.append(clip.video[g : g + B])
         memory.append(np.concatenate([clip.video[:1], clip.video[g - (m - 1) : g]]) if m else clip.video[:0])
@@ -93,35 +93,43 @@ def flow_matching_loss(model, batch: Batch, chunk_sizes, cfg, step: int) -> torc
     B = int(cfg.buffer)
     c = int(np.random.default_rng([int(cfg.trainer.seed), step, 7]).choice(list(chunk_sizes)))  # one scheme per batch
     part = Partition.for_buffer(B, c)
-    tau = torch.cat([training_times(part, 1, g) for g in batch.generators(1)]).to(batch.x1.device)
+    power = float(cfg.schedule_power)
+    tau = torch.cat([training_times(part, 1, g, gamma=lambda t: t**power) for g in batch.generators(1)]).to(batch.x1.device)
     x0 = batch.noise()
     xt = make_xt(batch.x1, x0, tau, float(cfg.sigma_min))
     return F.mse_loss(model(xt, tau, batch.text, batch.memory), velocity_target(batch.x1, x0, float(cfg.sigma_min)))
 
 
-def teacher_segment(teacher, batch: Batch, x0: torch.Tensor, part: Partition, guidance: float, sigma_min: float = 0.0):
+def teacher_segment(teacher, batch: Batch, x0: torch.Tensor, part: Partition, guidance: float, sigma_min: float = 0.0, power: float = 1.0):
     """Brief 2.5: the boundary state (chunk j at level (N-1-j) s, the start of its segment, built by
-    Eq. 5 from data and noise), the teacher's s guided micro-Euler steps (every chunk advances by
-    1 / T per step), and the student's target velocity (end - start) N for one step of 1 / N."""
+    Eq. 5 from data and noise), the teacher's s guided micro-Euler steps (every chunk advances one
+    level per step), and the student's target velocity: the displacement over the segment's time
+    span, (end - start) / dtau, so that one student step of dtau lands where the teacher did
+    (dtau = 1 / N for every chunk when power = 1)."""
     from .sample import guided
 
-    levels = torch.tensor([(part.N - 1 - j) * part.s for j in range(part.N) for _ in range(part.c)], dtype=torch.float32)
-    tau = (torch.cat([torch.full((part.K,), float(part.T)), levels]) / part.T).to(x0.device).expand(len(x0), -1)
+    levels = torch.tensor([(part.N - 1 - j) * part.s for j in range(part.N) for _ in range(part.c)], dtype=torch.float64)
+    levels = torch.cat([torch.full((part.K,), float(part.T), dtype=torch.float64), levels])
+    span = (level_time(torch.clamp(levels + part.s, max=part.T), part.T, power) - level_time(levels, part.T, power)).to(x0.device)
+    tau = level_time(levels, part.T, power).float().to(x0.device).expand(len(x0), -1)
     start = make_xt(batch.x1, x0, tau, sigma_min)
     velocity = guided(teacher, batch.text, guidance, batch.memory if batch.memory.shape[1] else None)
-    x, t = start, tau
+    x = start
     with torch.no_grad():
-        for _ in range(part.s):
-            x = x + velocity(x, t) / part.T
-            t = t + 1.0 / part.T
-    return start, tau, (x - start) * part.N
+        for micro in range(part.s):
+            now = torch.clamp(levels + micro, max=part.T)
+            t = level_time(now, part.T, power).to(x0.dtype).to(x0.device).expand(len(x0), -1)
+            dt = (level_time(torch.clamp(now + 1, max=part.T), part.T, power) - level_time(now, part.T, power)).to(x0.dtype).to(x0.device)
+            x = x + velocity(x, t) * dt.reshape(1, -1, *([1] * (x.dim() - 2)))
+    safe = torch.where(span > 0, span, torch.ones_like(span)).to(x0.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
+    return start, tau.to(x0.dtype), (x - start) / safe
 
 
 def distillation_loss(student, teacher, batch: Batch, cfg) -> torch.Tensor:
     dcfg = cfg.distill
     part = Partition.for_buffer(int(cfg.buffer), int(dcfg.teacher_c), int(dcfg.teacher_s))
     x0 = batch.noise()
-    start, tau, target = teacher_segment(teacher, batch, x0, part, float(dcfg.guidance), float(cfg.sigma_min))
+    start, tau, target = teacher_segment(teacher, batch, x0, part, float(dcfg.guidance), float(cfg.sigma_min), float(cfg.schedule_power))
     return F.mse_loss(student(start, tau, batch.text, batch.memory), target)
 
 

@@ -57,14 +57,17 @@ def toy_velocity(x, tau):
     return torch.tanh(x) * (1 + t) - 0.3 * x.roll(1, dims=1) * t
 
 
-def test_one_chunk_spanning_the_buffer_is_the_ordinary_sampler_bit_for_bit():
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_one_chunk_spanning_the_buffer_is_the_ordinary_sampler_bit_for_bit(power):
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(2, 6, 3, 5, generator=g)
     p = Partition.for_buffer(6, c=6, s=7)  # N = 1: uniform generation with 7 steps
-    queue = StreamQueue.start(toy_velocity, p, x0)
+    queue = StreamQueue.start(toy_velocity, p, x0, power=power)
     out = [queue.step(toy_velocity) for _ in range(7)]
     assert all(o is None for o in out[:-1])
-    assert torch.equal(out[-1], euler_sample(toy_velocity, x0, 7))
+    assert torch.equal(out[-1], euler_sample(toy_velocity, x0, 7, power=power))
+    if power != 1.0:
+        assert not torch.allclose(out[-1], euler_sample(toy_velocity, x0, 7))  # the schedule matters
 
 
 @pytest.mark.parametrize("K, N, c, s", [(0, 4, 1, 2), (0, 2, 2, 4), (1, 1, 3, 8), (0, 3, 2, 1)])

@@ -37,18 +37,18 @@ class Oracle(torch.nn.Module):
         return (self.x1 - self.x0).repeat(len(x) // len(self.x1), *([1] * (x.dim() - 1)))
 
 
-@pytest.mark.parametrize("c, s", [(2, 4), (1, 3), (4, 2)])
-def test_oracle_teacher_gives_the_exact_segment_displacement(c, s):
+@pytest.mark.parametrize("c, s, power", [(2, 4, 1.0), (1, 3, 1.0), (4, 2, 1.0), (2, 4, 2.0)])
+def test_oracle_teacher_gives_the_exact_segment_displacement(c, s, power):
     """With the true velocity, s teacher micro-steps move every chunk by s / T of (X1 - X0), so the
     student's target (end - start) N is exactly X1 - X0 for every chunk, at any guidance scale."""
     g = torch.Generator().manual_seed(0)
     x1, x0 = torch.randn(2, 8, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 8, 3, 4, 4, generator=g, dtype=torch.float64)
     batch = Batch(x1, x1[:, :0], torch.ones(2, 2, dtype=torch.long), [0, 1])
     part = Partition.for_buffer(8, c, s)
-    start, tau, target = teacher_segment(Oracle(x1, x0), batch, x0, part, guidance=3.0)
-    assert torch.allclose(target, x1 - x0, atol=1e-12)
+    start, tau, target = teacher_segment(Oracle(x1, x0), batch, x0, part, guidance=3.0, power=power)
+    assert torch.allclose(target, x1 - x0, atol=1e-10)
     head, tail = tau[0, :c], tau[0, -c:]
-    assert torch.allclose(head, torch.full_like(head, (part.N - 1) / part.N)) and torch.equal(tail, torch.zeros_like(tail))
+    assert torch.allclose(head, torch.full_like(head, ((part.N - 1) / part.N) ** power)) and torch.equal(tail, torch.zeros_like(tail))
     assert torch.allclose(start, tau[..., None, None, None] * x1 + (1 - tau[..., None, None, None]) * x0)
 
 
