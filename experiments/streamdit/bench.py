@@ -35,7 +35,7 @@ ARCHS = {
     "4b": dict(channels=8, frames=16, patch=2, dim=3072, depth=28, heads=24, ffn=8192, swiglu=True, window=(16, 16, 16), text_len=256,
                vocab=256, adaln_single=True, spatial=8, temporal=4),
     # the cpu preset's model (conf/config.yaml) on pixels
-    "small": dict(channels=3, frames=16, patch=2, dim=64, depth=4, heads=4, ffn=None, swiglu=False, window=(4, 8, 8), text_len=4,
+    "small": dict(channels=3, frames=16, patch=4, dim=64, depth=4, heads=4, ffn=None, swiglu=False, window=(4, 4, 4), text_len=4,
                   vocab=16, adaln_single=False, spatial=1, temporal=1),
 }
 

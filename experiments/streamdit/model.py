@@ -46,6 +46,7 @@ class DiTConfig:
     vocab: int = 64           # conditioning tokens; id 0 is the null token (classifier-free guidance)
     text_len: int = 8
     adaln_single: bool = False  # one shared adaLN MLP + per-block offsets (PixArt-style) instead of one per block
+    local_conv: bool = False  # a depthwise 3x3 convolution over each frame inside the FFN (not in the paper; see README)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -74,17 +75,25 @@ def timestep_embedding(tau: torch.Tensor, dim: int, max_period: float = 10_000.0
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int, swiglu: bool):
+    def __init__(self, dim: int, hidden: int, swiglu: bool, local_conv: bool = False):
         super().__init__()
         self.swiglu = swiglu
         self.up = nn.Linear(dim, 2 * hidden if swiglu else hidden)
         self.down = nn.Linear(hidden, dim)
+        # optional: a depthwise 3x3 convolution over each frame's token grid (Mix-FFN style locality)
+        self.conv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden) if local_conv else None
 
-    def forward(self, x):
+    def forward(self, x, grid: tuple[int, int] | None = None):
         if self.swiglu:
             a, b = self.up(x).chunk(2, dim=-1)
-            return self.down(F.silu(a) * b)
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+            h = F.silu(a) * b
+        else:
+            h = F.gelu(self.up(x), approximate="tanh")
+        if self.conv is not None:
+            H, W = grid
+            frames = rearrange(h, "b (f h w) c -> (b f) c h w", h=H, w=W)
+            h = h + rearrange(self.conv(frames), "(b f) c h w -> b (f h w) c", b=x.shape[0])
+        return self.down(h)
 
 
 class Block(nn.Module):
@@ -101,7 +110,7 @@ class Block(nn.Module):
         self.cross_kv = nn.Linear(d, 2 * d)
         self.cross_out = nn.Linear(d, d)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.ffn = FeedForward(d, cfg.ffn or 4 * d, cfg.swiglu)
+        self.ffn = FeedForward(d, cfg.ffn or 4 * d, cfg.swiglu, cfg.local_conv)
         if cfg.adaln_single:
             self.offset = nn.Parameter(torch.zeros(6, d))
         else:
@@ -138,7 +147,7 @@ class Block(nn.Module):
         tk, tv = rearrange(self.cross_kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)
         x = x + self.cross_out(rearrange(F.scaled_dot_product_attention(q, tk, tv), "b h n d -> b n (h d)"))
         h = self.norm2(x) * (1 + scale2) + shift2
-        x = x + gate2 * self.ffn(h)
+        x = x + gate2 * self.ffn(h, (H, W))
         return (x, (k, v)) if frame_local else x
 
 
