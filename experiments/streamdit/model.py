@@ -46,7 +46,7 @@ class DiTConfig:
     vocab: int = 64           # conditioning tokens; id 0 is the null token (classifier-free guidance)
     text_len: int = 8
     adaln_single: bool = False  # one shared adaLN MLP + per-block offsets (PixArt-style) instead of one per block
-    local_conv: bool = False  # a depthwise 3x3 convolution over each frame inside the FFN (not in the paper; see README)
+    local_conv: int = 0       # a depthwise convolution inside the FFN: 0 none, 2 (3x3 per frame) or 3 (3x3x3 over the buffer); not in the paper
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -75,24 +75,32 @@ def timestep_embedding(tau: torch.Tensor, dim: int, max_period: float = 10_000.0
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int, swiglu: bool, local_conv: bool = False):
+    def __init__(self, dim: int, hidden: int, swiglu: bool, local_conv: int = 0):
         super().__init__()
         self.swiglu = swiglu
         self.up = nn.Linear(dim, 2 * hidden if swiglu else hidden)
         self.down = nn.Linear(hidden, dim)
-        # optional: a depthwise 3x3 convolution over each frame's token grid (Mix-FFN style locality)
-        self.conv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden) if local_conv else None
+        # optional: a depthwise convolution over the token grid (Mix-FFN style locality): 3x3 per
+        # frame, or 3x3x3 across neighbouring frames too
+        if local_conv not in (0, 2, 3):
+            raise ValueError(f"local_conv must be 0, 2 or 3 (got {local_conv})")
+        self.conv = None if not local_conv else (nn.Conv2d if local_conv == 2 else nn.Conv3d)(hidden, hidden, 3, padding=1, groups=hidden)
 
-    def forward(self, x, grid: tuple[int, int] | None = None):
+    def forward(self, x, grid: tuple[int, int, int] | None = None, frame_local: bool = False):
         if self.swiglu:
             a, b = self.up(x).chunk(2, dim=-1)
             h = F.silu(a) * b
         else:
             h = F.gelu(self.up(x), approximate="tanh")
-        if self.conv is not None:
-            H, W = grid
+        if isinstance(self.conv, nn.Conv2d) or (self.conv is not None and frame_local):
+            _, H, W = grid  # memory frames never mix: each is convolved alone
             frames = rearrange(h, "b (f h w) c -> (b f) c h w", h=H, w=W)
-            h = h + rearrange(self.conv(frames), "(b f) c h w -> b (f h w) c", b=x.shape[0])
+            conv = self.conv if isinstance(self.conv, nn.Conv2d) else (lambda z: self.conv(z[:, :, None])[:, :, 0])
+            h = h + rearrange(conv(frames), "(b f) c h w -> b (f h w) c", b=x.shape[0])
+        elif self.conv is not None:
+            Fn, H, W = grid
+            volume = rearrange(h, "b (f h w) c -> b c f h w", f=Fn, h=H, w=W)
+            h = h + rearrange(self.conv(volume), "b c f h w -> b (f h w) c")
         return self.down(h)
 
 
@@ -147,7 +155,7 @@ class Block(nn.Module):
         tk, tv = rearrange(self.cross_kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)
         x = x + self.cross_out(rearrange(F.scaled_dot_product_attention(q, tk, tv), "b h n d -> b n (h d)"))
         h = self.norm2(x) * (1 + scale2) + shift2
-        x = x + gate2 * self.ffn(h, (H, W))
+        x = x + gate2 * self.ffn(h, (Fn, H, W), frame_local)
         return (x, (k, v)) if frame_local else x
 
 

@@ -50,7 +50,7 @@ def model_config(cfg) -> DiTConfig:
     return DiTConfig(channels=3, frames=int(cfg.buffer), height=int(d.size), width=int(d.size), patch=int(m.patch), dim=int(m.dim),
                      depth=int(m.depth), heads=int(m.heads), ffn=m.get("ffn"), swiglu=bool(m.swiglu), window=tuple(m.window),
                      vocab=16, text_len=2 * int(d.objects), adaln_single=bool(m.adaln_single),
-                     local_conv=bool(m.get("local_conv", False)))
+                     local_conv=int(m.get("local_conv", 0)))
 
 
 @dataclass

@@ -134,3 +134,24 @@ def test_memory_frames_are_frame_local_and_seen_by_every_window():
     assert (grad[0].flatten(1).abs().sum(1) > 0).all() and torch.count_nonzero(grad[1]) == 0  # all 3 frames, own sample only
     with pytest.raises(ValueError, match="memory frames"):
         model(x, tau, text, memory[..., :4].detach())
+
+
+@pytest.mark.parametrize("conv, reach", [(2, {0}), (3, {-1, 0, 1})])
+def test_local_conv_reaches_the_promised_frames_and_memory_stays_frame_local(conv, reach):
+    """The optional FFN convolution (not in the paper): 3x3 stays inside a frame, 3x3x3 reaches the
+    neighbouring frames only (window (1, 2, 2): attention itself never crosses frames); memory frames
+    are convolved alone, so their cached keys still depend on their own frame only."""
+    cfg = DiTConfig(**{**TINY.__dict__, "local_conv": conv})
+    model = randomised(cfg)
+    x, tau, text = inputs(cfg)
+    x.requires_grad_(True)
+    out = model(x, tau, text)
+    (grad,) = torch.autograd.grad(out[0, 2].square().sum(), x)
+    touched = {f - 2 for f in range(cfg.frames) if grad[0, f].abs().sum() > 0}
+    assert touched == reach
+    deeper = randomised(DiTConfig(**{**cfg.__dict__, "depth": 2}))  # layer 1's keys come after layer 0's convolution
+    memory = torch.randn(2, 3, cfg.channels, cfg.height, cfg.width, dtype=torch.float64)
+    alone = torch.cat([deeper.memory_kv(memory[:, i : i + 1], text)[1][0] for i in range(3)], dim=2)
+    assert torch.allclose(deeper.memory_kv(memory, text)[1][0], alone, atol=1e-12)
+    with pytest.raises(ValueError, match="local_conv"):
+        StreamDiT(DiTConfig(**{**TINY.__dict__, "local_conv": 1}))
