@@ -70,7 +70,7 @@ def blobs(mask: np.ndarray) -> tuple[float, float, int, int]:
     total = int(mask.sum())
     if total == 0:
         return np.nan, np.nan, 0, 0
-    labels, n = ndimage.label(mask, structure=EIGHT)
+    labels, _ = ndimage.label(mask, structure=EIGHT)
     sizes = np.bincount(labels.ravel())[1:]
     biggest = labels == (int(sizes.argmax()) + 1)
     yy, xx = np.nonzero(biggest)

@@ -21,7 +21,6 @@ from shared.progress import progress
 from shared.runs import Run
 from shared.runtime import resolve_device
 
-from . import QUALITY
 from .data import make_clip, tokens
 from .metrics import Reference, aggregate, score_video
 from .sample import FrameSinkMemory, evaluations_per_frame, generate_clips, stream

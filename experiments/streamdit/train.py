@@ -254,7 +254,7 @@ def main(cfg) -> float:
     runtime.setup(cfg.trainer)
     device = runtime.resolve_device(cfg.trainer.device)
     if device.startswith("cuda") and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
     which = cfg.method.model
     if which not in ("uniform", "fixed1", "mixed", "student"):

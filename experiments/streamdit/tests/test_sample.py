@@ -65,7 +65,7 @@ def test_frame_sink_cache_equals_recomputing_memory_from_the_kept_frames(sink, w
 
 def _stream_with_noise(model, text, part, frames, memory, x0):
     """``stream`` with its start noise replaced by ``x0`` and the queue noise from seed 11."""
-    import experiments.streamdit.sample as sample
+    from experiments.streamdit import sample
 
     original = sample._noise
     first = {"done": False}
