@@ -43,9 +43,9 @@ from shared.notebook import smoke
 SMOKE = smoke()  # STREAMLAB_SMOKE=1: tiny models, a few steps: plumbing only (CI)
 PRESET = "smoke" if SMOKE else "cpu"
 OVERRIDES = []
-# STREAMDIT_RESUME=<run dir>: re-open a finished (or killed) run instead of starting a new one;
-# finished rows and trained models are reused, the rest continues from its checkpoints
-RESUME = os.environ.get("STREAMDIT_RESUME")
+# STREAMDIT_RUN=<run dir>: show a completed run of `streamlab reproduce streamdit` instead of
+# starting a new one (a killed run continues with `streamlab reproduce streamdit --resume <run dir>`)
+SHOW_RUN = os.environ.get("STREAMDIT_RUN")
 
 # %%
 import json
@@ -60,11 +60,12 @@ from shared import results
 from shared.notebook import publish
 from shared.runner import reproduce
 
-run = reproduce("streamdit", PRESET, OVERRIDES, resume=RESUME)
-ours = results.load([run.dir / "results.csv"])
+run_dir = Path(SHOW_RUN) if SHOW_RUN else reproduce("streamdit", PRESET, OVERRIDES).dir
+print("run:", run_dir, "| provenance:", json.loads((run_dir / "run.json").read_text())["git"])
+ours = results.load([run_dir / "results.csv"])
 value = ours.set_index(["table", "row", "metric"])["value"]
 rows = list(dict.fromkeys(ours[ours.table == "streamdit"].row))
-arrays = np.load(run.dir / "arrays.npz")
+arrays = np.load(run_dir / "arrays.npz")
 
 # %% [markdown]
 # ## Our table: long rollouts from held-out prompts
@@ -120,7 +121,7 @@ display(paper)
 # same prompt seed).
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "strip.png")))
+display(Image(filename=str(run_dir / "figures" / "strip.png")))
 
 # %% [markdown]
 # ## Drift over time
@@ -128,7 +129,7 @@ display(Image(filename=str(run.dir / "figures" / "strip.png")))
 # drifts loses objects, colours or shapes as the rollout grows past its buffer.
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "drift.png")))
+display(Image(filename=str(run_dir / "figures" / "drift.png")))
 late = {r: float(arrays[f"{r}/per_frame_validity"][:, -16:].mean()) for r in rows}
 print("validity over the last 16 frames:", {r: round(v, 3) for r, v in late.items()})
 
@@ -149,7 +150,7 @@ display(pd.DataFrame({n: {k: float(arrays[f"train/{n}/{k}"]) for k in ("loss_fir
 # %%
 assert np.isfinite(ours.value).all()
 MARGIN = 0.10  # validity points the student may lose against its teacher (stated before the run)
-prompts = OmegaConf.load(run.dir / "config.yaml").eval.prompts
+prompts = OmegaConf.load(run_dir / "config.yaml").eval.prompts
 mixed, c1, student = (cell("streamdit", r, "validity") for r in ("streamdit_mixed", "streamdit_c1", "distilled"))
 # "not worse": not below by more than the standard error of the difference over prompts
 se = np.hypot(cell("streamdit", "streamdit_mixed", "validity_std"), cell("streamdit", "streamdit_c1", "validity_std")) / np.sqrt(prompts)
@@ -169,4 +170,4 @@ print("drift (first 16 minus last 16 frames of 160) per row:", {r: round(cell("s
 
 # %%
 if not SMOKE:
-    print("published to", publish(run, Path("results"), extras=["arrays.npz"]))
+    print("published to", publish(run_dir, Path("results"), extras=["arrays.npz"]))
