@@ -160,6 +160,8 @@ def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_
           init: dict | None = None, log: Callable[[dict, int], None] | None = None, device: str = "cpu") -> tuple[StreamDiT, dict]:
     """Train one model (``kind``: "flow" or "distill") for ``steps``; resumes from ``checkpoint``
     when it exists. Returns the model (unwrapped) and {loss_first, loss_last, seconds, steps}."""
+    if kind not in ("flow", "distill") or (kind == "distill" and teacher is None):
+        raise ValueError(f"train kind must be 'flow', or 'distill' with a teacher (got {kind!r}, teacher {'set' if teacher else 'missing'})")
     rank, world = distributed()
     mcfg = model_config(cfg)
     t = cfg.train

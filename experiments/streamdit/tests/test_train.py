@@ -127,6 +127,8 @@ def test_a_checkpoint_from_another_configuration_is_a_clear_error(tmp_path):
         train(other, "flow", 2, 1e-3, tmp_path / "m.pt", chunk_sizes=[8])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_model(cfg, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="train kind"):
+        train(cfg, "distill", 1, 1e-3, None)  # a student needs its teacher
 
 
 WORKER = """
