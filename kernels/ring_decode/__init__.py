@@ -17,8 +17,6 @@ import os
 
 import torch
 
-from shared.streaming.rope import Rope
-
 from .reference import ring_decode_reference
 
 IMPLS = ("auto", "reference", "triton")
@@ -35,16 +33,16 @@ def triton_status() -> tuple[bool, str]:
 
 @torch.library.custom_op("streamlab::ring_decode", mutates_args=())
 def _ring_decode_op(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_pos: torch.Tensor, rope_pos: torch.Tensor, inv_freq: torch.Tensor,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_pos: torch.Tensor, rope_pos: torch.Tensor, theta: float,
     q_pos: int, q_rope_pos: int, sinks: int, window: int, scale: float,
 ) -> torch.Tensor:
     from .triton_kernel import ring_decode_triton
 
-    return ring_decode_triton(q, k, v, slot_pos, rope_pos, inv_freq, q_pos, q_rope_pos, sinks, window, scale)
+    return ring_decode_triton(q, k, v, slot_pos, rope_pos, theta, q_pos, q_rope_pos, sinks, window, scale)
 
 
 @_ring_decode_op.register_fake
-def _(q, k, v, slot_pos, rope_pos, inv_freq, q_pos, q_rope_pos, sinks, window, scale):
+def _(q, k, v, slot_pos, rope_pos, theta, q_pos, q_rope_pos, sinks, window, scale):
     return torch.empty_like(q)
 
 
@@ -79,5 +77,4 @@ def ring_decode(
     ok, why = triton_status()
     if not ok:
         raise RuntimeError(f"impl='triton' cannot run here: {why}")
-    inv_freq = Rope(q.shape[-1], theta=theta).inv_freq(q.device).to(torch.float32)
-    return _ring_decode_op(q.contiguous(), k, v, slot_pos.contiguous(), rope_pos.contiguous(), inv_freq, int(q_pos), int(q_rope_pos), int(sinks), int(window), float(scale))
+    return _ring_decode_op(q, k, v, slot_pos.contiguous(), rope_pos.contiguous(), float(theta), int(q_pos), int(q_rope_pos), int(sinks), int(window), float(scale))

@@ -13,15 +13,24 @@ from kernels.ring_decode import ring_decode  # noqa: E402
 torch.manual_seed(0)
 report = {}
 CASES = {
-    # name: (B, H, Hkv, N, D, sinks, window, q_pos, dtype, in_cache_rope)
-    "gqa3_odd_slots_fp32": (2, 6, 2, 37, 16, 2, 10, 40, torch.float32, False),
-    "mha_in_cache_rope": (1, 4, 4, 29, 8, 4, 20, 100, torch.float32, True),
-    "mqa_bf16": (1, 5, 1, 70, 32, 1, 33, 69, torch.bfloat16, False),
+    # name: (B, H, Hkv, N, D, sinks, window, q_pos, dtype, in_cache_rope, strided: K/V's last dim not contiguous)
+    "gqa3_odd_slots_fp32": (2, 6, 2, 37, 16, 2, 10, 40, torch.float32, False, False),
+    "mha_in_cache_rope": (1, 4, 4, 29, 8, 4, 20, 100, torch.float32, True, False),
+    "mqa_bf16": (1, 5, 1, 70, 32, 1, 33, 69, torch.bfloat16, False, False),
+    # half of 96 is 48, not a power of two: padded and masked
+    "head_dim_96_fp32": (1, 6, 2, 21, 96, 2, 12, 30, torch.float32, False, False),
+    # positions in the tens of thousands: float32 angles pos * inv_freq were off by ~1e-3 rad
+    "far_positions_fp32": (1, 4, 2, 45, 64, 4, 10**6, 99_999, torch.float32, False, False),
+    # K/V with a last-dimension stride other than 1 (a transposed [B, Hkv, D, N] store)
+    "strided_last_dim_fp32": (1, 4, 2, 19, 16, 2, 8, 25, torch.float32, False, True),
 }
-for name, (b, h, hkv, n, d, sinks, window, q_pos, dtype, in_cache) in CASES.items():
+for name, (b, h, hkv, n, d, sinks, window, q_pos, dtype, in_cache, strided) in CASES.items():
     q = torch.randn(b, h, d).to(dtype)
     k = (torch.randn(b, hkv, n, d) * 1.5).to(dtype)
     v = torch.randn(b, hkv, n, d).to(dtype)
+    if strided:
+        k, v = (x.transpose(2, 3).contiguous().transpose(2, 3) for x in (k, v))
+        assert k.stride(-1) == n
     slot_pos = torch.randperm(q_pos + 1)[:n].sort().values  # any positions up to the query, in shuffled slots
     slot_pos = slot_pos[torch.randperm(n)]
     slot_pos[::7] = -1  # empty slots
