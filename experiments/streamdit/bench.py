@@ -97,7 +97,7 @@ def _timed(fn, device: str, repeats: int) -> list[float]:
 
 
 def benchmark(arch: str, res: int, chunk: int, steps: int, warmup: int, device: str, compile_: bool, cuda_graphs: bool,
-              window=None, dtype: torch.dtype | None = None) -> dict:
+              window=None, dtype: torch.dtype | None = None, compile_mode: str = "max-autotune-no-cudagraphs") -> dict:
     cfg, comp = build_config(arch, res, window)
     part = Partition.for_buffer(cfg.frames, chunk, s=1)
     flops = flops_per_step(cfg)
@@ -118,7 +118,7 @@ def benchmark(arch: str, res: int, chunk: int, steps: int, warmup: int, device: 
             torch.nn.init.normal_(p, 0, 0.02)
     result["parameters"] = sum(p.numel() for p in model.parameters())
     text = torch.randint(1, cfg.vocab, (1, cfg.text_len), device=device)
-    forward = torch.compile(model, mode="max-autotune-no-cudagraphs") if compile_ else model
+    forward = torch.compile(model, mode=compile_mode) if compile_ else model
 
     def velocity(x, tau):
         return forward(x, tau.to(x.dtype), text)
@@ -142,7 +142,7 @@ def benchmark(arch: str, res: int, chunk: int, steps: int, warmup: int, device: 
     peak = matmul_peak(device, dtype, 8192 if device.startswith("cuda") else 1024)
     result |= {"seconds_per_step": seconds, "seconds_p90": sorted(times)[int(0.9 * (len(times) - 1))], "steps_timed": len(times),
                "fps": video_frames / seconds, "achieved_flops": flops["total"] / seconds, "matmul_peak_flops": peak,
-               "share_of_matmul_peak": flops["total"] / seconds / peak, "compile": compile_, "cuda_graphs": bool(cuda_graphs and device.startswith("cuda"))}
+               "share_of_matmul_peak": flops["total"] / seconds / peak, "compile": compile_mode if compile_ else False, "cuda_graphs": bool(cuda_graphs and device.startswith("cuda"))}
     return result
 
 
@@ -182,7 +182,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (max-autotune-no-cudagraphs)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--compile-mode", default="max-autotune-no-cudagraphs", help="torch.compile mode (autotuning takes minutes; 'default' is quick)")
     parser.add_argument("--cuda-graphs", action="store_true", help="capture the step in a CUDA graph (GPU only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -193,7 +194,8 @@ def main(argv=None) -> int:
             out = analytic(args.arch, res, args.chunk, args.window)
             out["note"] = "no GPU: analytic figures only (4.2B parameters in fp32 need 17 GB, and a step takes minutes on a CPU)"
         else:
-            out = benchmark(args.arch, res, args.chunk, args.steps, args.warmup, device, args.compile, args.cuda_graphs, args.window)
+            out = benchmark(args.arch, res, args.chunk, args.steps, args.warmup, device, args.compile, args.cuda_graphs, args.window,
+                            compile_mode=args.compile_mode)
     except ValueError as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2

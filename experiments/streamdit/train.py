@@ -224,10 +224,17 @@ def parameter_checksum(model: torch.nn.Module) -> float:
     return float(sum(p.double().sum() + p.double().square().sum() for p in model.parameters()))
 
 
+def collective_device(backend: str, local_rank: int) -> torch.device:
+    """Where a tensor handed to a collective must live: NCCL moves CUDA tensors only (a CPU tensor
+    is refused), gloo moves CPU tensors."""
+    return torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+
+
 def check_ranks_agree(model: torch.nn.Module) -> None:
     """DDP keeps replicas identical by construction; a wrong setup (a rank with other data shapes,
     unsynchronised buffers) breaks that silently, so compare a checksum across ranks at the end."""
-    mine = torch.tensor([parameter_checksum(model)], dtype=torch.float64)
+    device = collective_device(dist.get_backend(), int(os.environ.get("LOCAL_RANK", "0")))
+    mine = torch.tensor([parameter_checksum(model)], dtype=torch.float64, device=device)
     every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(every, mine)
     if any(not torch.equal(e, every[0]) for e in every):

@@ -1,7 +1,8 @@
 """Shifted 3D window attention (brief 2.4) in two forms with one definition:
 
 - ``window_attention``: the fast path: roll the [F, H, W] token grid by -shift, cut it into
-  [Fw, Hw, Ww] windows, run SDPA per window with no mask (flash / cuDNN kernels on a GPU), undo.
+  [Fw, Hw, Ww] windows folded into the batch, run SDPA per window with no mask (4-D, so the flash /
+  cuDNN kernels take it on a GPU), undo.
 - the specification: the shared core's ``attend`` under ``Window3D(grid, window, shift)`` over
   the raster-ordered tokens (a dense mask), tested equal to the fast path.
 
@@ -31,18 +32,24 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tu
     dims = (2, 3, 4)
 
     def to_windows(x):
+        # the windows fold into the batch: SDPA's fused kernels (flash, cuDNN, memory-efficient)
+        # take 4-D [batch, heads, tokens, d] only and fall back to the slow math path otherwise
         x = rearrange(x, "b n (f h w) d -> b n f h w d", f=Fn, h=H, w=W)
         if any(shift):
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=dims)
-        return rearrange(x, "b n (f fw) (h hw) (w ww) d -> b n (f h w) (fw hw ww) d", fw=Fw, hw=Hw, ww=Ww)
+        return rearrange(x, "b n (f fw) (h hw) (w ww) d -> (b f h w) n (fw hw ww) d", fw=Fw, hw=Hw, ww=Ww)
 
     qw, kw, vw = to_windows(q), to_windows(k), to_windows(v)
     if extra_k is not None and extra_k.shape[2]:
-        windows = kw.shape[2]
-        kw = torch.cat([kw, extra_k[:, :, None].expand(-1, -1, windows, -1, -1)], dim=3)
-        vw = torch.cat([vw, extra_v[:, :, None].expand(-1, -1, windows, -1, -1)], dim=3)
+        windows = qw.shape[0] // q.shape[0]
+
+        def per_window(x):  # [b, n, M, d] -> [(b windows), n, M, d], b outer as in to_windows
+            return x[:, None].expand(-1, windows, -1, -1, -1).flatten(0, 1)
+
+        kw = torch.cat([kw, per_window(extra_k)], dim=2)
+        vw = torch.cat([vw, per_window(extra_v)], dim=2)
     out = F.scaled_dot_product_attention(qw, kw, vw)
-    out = rearrange(out, "b n (f h w) (fw hw ww) d -> b n (f fw) (h hw) (w ww) d", f=Fn // Fw, h=H // Hw, w=W // Ww, fw=Fw, hw=Hw, ww=Ww)
+    out = rearrange(out, "(b f h w) n (fw hw ww) d -> b n (f fw) (h hw) (w ww) d", f=Fn // Fw, h=H // Hw, w=W // Ww, fw=Fw, hw=Hw, ww=Ww)
     if any(shift):
         out = torch.roll(out, shifts=shift, dims=dims)
     return rearrange(out, "b n f h w d -> b n (f h w) d")

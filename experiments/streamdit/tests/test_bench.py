@@ -64,7 +64,14 @@ def test_window_attention_in_bf16_on_gpu_matches_float64():
 
 
 @pytest.mark.gpu
-def test_4b_step_on_gpu_is_timed():
+def test_4b_step_on_gpu_is_timed_within_the_analytic_bounds():
+    """A step cannot beat the brief's FLOPs at the matmul peak measured in the same call, and in bf16
+    with the fused attention kernels it reaches a real share of it (SDPA's math fallback, which the
+    5-D windows used to hit, or an fp32 step would not)."""
     out = benchmark("4b", 512, chunk=2, steps=3, warmup=1, device="cuda", compile_=False, cuda_graphs=False)
-    assert out["seconds_per_step"] > 0 and 0 < out["share_of_matmul_peak"] < 1.2 and out["token_path_parameters"] == 4_227_858_432
+    assert out["token_path_parameters"] == 4_227_858_432 and out["dtype"] == "bfloat16"
+    at_peak = out["flops_per_step"] / out["matmul_peak_flops"]
+    assert out["seconds_per_step"] >= 0.95 * at_peak, out
+    assert out["share_of_matmul_peak"] > 0.15, out
+    assert out["fps"] == pytest.approx(out["video_frames_per_step"] / out["seconds_per_step"])
     assert set(ARCHS) >= {"4b", "small"}

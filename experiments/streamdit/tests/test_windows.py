@@ -60,3 +60,21 @@ def test_extra_keys_equal_dense_attention_with_the_keys_appended():
     scores = (q @ torch.cat([k, ek], 2).transpose(-1, -2)) / 2.0
     ref = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ torch.cat([v, ev], 2)
     assert torch.allclose(fast, ref, atol=1e-12)
+
+
+def test_the_fast_path_runs_on_sdpas_flash_kernel():
+    """SDPA's fused kernels take 4-D tensors only; with 5-D windows SDPA silently fell back to its
+    math path (the 4B bench would have timed that). Restricted to the flash kernel (CPU has one),
+    the window path must run, memory keys included, and equal the math path."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    grid, window, shift = (4, 4, 6), (2, 2, 3), (1, 1, 1)
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 96, 8, generator=g) for _ in range(3))
+    ek, ev = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(2))
+    with sdpa_kernel(SDPBackend.MATH):
+        want = window_attention(q, k, v, grid, window, shift, ek, ev)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        got = window_attention(q, k, v, grid, window, shift, ek, ev)
+        plain = window_attention(q, k, v, grid, window, shift)
+    assert torch.allclose(got, want, atol=1e-5) and plain.shape == q.shape
