@@ -3,8 +3,10 @@
     image, alpha, meta = render(means, quats, scales, opacities, sh, viewmat, K, W, H, impl="auto")
 
 ``reference`` (reference.py) is the specification and runs anywhere, for small images;
-``gsplat`` (gsplat_backend.py) needs CUDA; ``auto`` takes gsplat for CUDA tensors when gsplat can
-be imported, else the reference. ``meta["means2d"].grad`` after ``backward()`` is the viewspace
+``gsplat`` (gsplat_backend.py) needs CUDA; ``auto`` takes gsplat for CUDA tensors and the reference
+for CPU tensors. CUDA tensors without gsplat installed are refused: the dense reference holds an
+[H, W, N] tensor per image, about a terabyte at the paper's scale, so a silent fallback would run
+out of memory (or take hours) far from the cause. ``meta["means2d"].grad`` after ``backward()`` is the viewspace
 gradient in pixels (gsplat keeps a leading camera axis: use ``viewspace_grad(meta)``).
 """
 
@@ -19,14 +21,21 @@ from . import reference
 IMPLS = ("auto", "reference", "gsplat")
 
 
-def choose_impl(device: torch.device | str, impl: str = "auto") -> str:
-    """The implementation ``render`` uses for tensors on ``device`` (inspectable)."""
+def choose_impl(device: torch.device | str, impl: str = "auto", gsplat_installed: bool | None = None) -> str:
+    """The implementation ``render`` uses for tensors on ``device`` (inspectable);
+    ``gsplat_installed`` defaults to whether gsplat can be imported here."""
     if impl not in IMPLS:
         raise ValueError(f"unknown splat impl {impl!r}; choose one of {IMPLS}")
     if impl != "auto":
         return impl
-    cuda = torch.device(device).type == "cuda"
-    return "gsplat" if cuda and importlib.util.find_spec("gsplat") is not None else "reference"
+    if torch.device(device).type != "cuda":
+        return "reference"
+    if gsplat_installed is None:
+        gsplat_installed = importlib.util.find_spec("gsplat") is not None
+    if not gsplat_installed:
+        raise RuntimeError("splat impl='auto' on CUDA needs gsplat (pip install gsplat==1.5.3, as env/requirements.txt pins); "
+                           "impl='reference' renders CUDA tensors densely, for small images only")
+    return "gsplat"
 
 
 def render(means, quats, scales, opacities, colors, viewmat, K, width, height, impl: str = "auto", **kwargs):

@@ -120,7 +120,12 @@ def test_viewspace_gradient_flows_to_visible_gaussians_only():
 
 
 def test_auto_impl_is_the_reference_on_cpu_and_unknown_impls_are_refused():
-    assert choose_impl("cpu") == "reference"
+    assert choose_impl("cpu") == "reference" and choose_impl("cpu", gsplat_installed=False) == "reference"
+    assert choose_impl("cuda", gsplat_installed=True) == "gsplat"
+    # CUDA without gsplat: a loud error, not the dense reference (a terabyte at paper scale)
+    with pytest.raises(RuntimeError, match="needs gsplat"):
+        choose_impl("cuda", gsplat_installed=False)
+    assert choose_impl("cuda", "reference", gsplat_installed=False) == "reference"
     with pytest.raises(ValueError, match="unknown splat impl"):
         choose_impl("cpu", "optix")
 
