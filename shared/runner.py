@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from . import config, registry, runtime
-from .errors import RunError, StreamlabError
+from .errors import ConfigError, RunError, StreamlabError
 from .io import atomic_copy, atomic_write_json, atomic_write_text
 from .paths import outputs_root
 from .results import format_tables, load, to_csv
@@ -49,6 +49,10 @@ def reproduce(
         preset, overrides = meta["preset"], meta["overrides"]
     composer = partial(config.compose, experiment, preset, list(overrides))
     cfg = composer()
+    try:  # a device that is not here is a mistake in the command: one line, before any run directory exists
+        runtime.resolve_device(str(cfg.trainer.get("device", "auto")))
+    except RuntimeError as error:
+        raise ConfigError(str(error)) from None
     module = experiment.module("reproduce")
     if resume is not None:
         run = Run.resume(resume, composer=composer)

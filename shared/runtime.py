@@ -14,6 +14,8 @@ def resolve_device(requested: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"trainer.device={requested} but CUDA is not available; use trainer.device=cpu or auto")
+    if requested.startswith("cuda:") and int(requested.split(":")[1]) >= torch.cuda.device_count():
+        raise RuntimeError(f"trainer.device={requested} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return requested
 
 

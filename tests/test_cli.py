@@ -30,6 +30,7 @@ def test_list_shows_registered_experiments():
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["list", "--bogus"], "unrecognized arguments: --bogus"),
         (["reproduce", "_template", "--resume", "/no/such/run"], "not a run directory"),
+        (["reproduce", "_template", "--preset", "smoke", "trainer.device=cuda:99"], "trainer.device=cuda:99 but"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, needle, tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE
-from .decode import Transcript, Vocabulary, base_model
+from .decode import Transcript, Vocabulary, base_model, model_device
 
 MAX_SAMPLES = 30 * SAMPLE_RATE
 
@@ -36,7 +36,7 @@ def greedy(model, vocab: Vocabulary, encoded: torch.Tensor, prefix: list[int], m
 
     whisper = base_model(model)
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    ids = torch.tensor([vocab.start + prefix])
+    ids = torch.tensor([vocab.start + prefix], device=encoded.device)
     out: list[int] = []
     room = whisper.config.max_target_positions - len(vocab.start) - len(prefix) - 1
     for _ in range(min(max_new, room)):
@@ -50,7 +50,7 @@ def greedy(model, vocab: Vocabulary, encoded: torch.Tensor, prefix: list[int], m
         if token == vocab.eot:
             break
         out.append(token)
-        ids = torch.tensor([[token]])
+        ids = torch.tensor([[token]], device=encoded.device)
     return out
 
 
@@ -59,7 +59,7 @@ def offline(model, vocab: Vocabulary, audio: np.ndarray) -> Transcript:
     start = time.perf_counter()
     tokens = []
     for at in range(0, max(1, len(audio)), MAX_SAMPLES):  # longer than 30 s: consecutive windows
-        encoded = base_model(model).model.encoder(features(audio[at : at + MAX_SAMPLES])).last_hidden_state
+        encoded = base_model(model).model.encoder(features(audio[at : at + MAX_SAMPLES]).to(model_device(model))).last_hidden_state
         tokens += greedy(model, vocab, encoded, [])
     seconds = time.perf_counter() - start
     return Transcript(vocab.decode(tokens), tokens, [len(audio) / SAMPLE_RATE] * len(tokens), 1, [seconds], [])
@@ -84,7 +84,7 @@ def local_agreement(model, vocab: Vocabulary, audio: np.ndarray, chunk_ms: int) 
     ends = list(range(step, len(audio), step)) + [len(audio)]
     for end in ends:
         t0 = time.perf_counter()
-        encoded = whisper.model.encoder(features(audio[:end])).last_hidden_state
+        encoded = whisper.model.encoder(features(audio[:end]).to(model_device(model))).last_hidden_state
         t1 = time.perf_counter()
         hypothesis = greedy(model, vocab, encoded, committed[-100:])
         dec_times.append(time.perf_counter() - t1)

@@ -77,11 +77,17 @@ def first_unstable(tokens: list[int], previous: list[float], rows: torch.Tensor,
     return None
 
 
+def model_device(model) -> torch.device:
+    """The device the model's weights are on (``trainer.device`` in a run): inputs are moved there."""
+    return next(model.parameters()).device
+
+
 class StreamingTranscriber:
     def __init__(self, model, vocab: Vocabulary, chunking: Chunking, look_back: int = 2, max_new: int = 28):
         self.model, self.vocab, self.chunking = model, vocab, chunking
         self.look_back, self.max_new = look_back, max_new
         self.whisper = base_model(model)
+        self.device = model_device(model)  # the mel front end stays on the CPU; encoder and decoder run here
         self.mel = StreamingMel()
         self.mel_frames = torch.zeros(80, 0)
         self.encoder = IncrementalEncoder(self.whisper.model.encoder, chunking)
@@ -101,7 +107,7 @@ class StreamingTranscriber:
         """Logits at every position of ``tokens`` (after the start tokens), or of the new tokens
         when ``cache`` already holds the earlier ones. The cache is per chunk: the encoder states
         (cross-attention keys) grow every chunk."""
-        ids = torch.tensor([tokens if cache is not None and cache.get_seq_length() else self.vocab.start + tokens])
+        ids = torch.tensor([tokens if cache is not None and cache.get_seq_length() else self.vocab.start + tokens], device=self.device)
         out = self.whisper.model.decoder(input_ids=ids, encoder_hidden_states=self.encoded, past_key_values=cache, use_cache=cache is not None)
         return self.whisper.proj_out(out.last_hidden_state)[0]
 
@@ -179,7 +185,7 @@ class StreamingTranscriber:
             if target > complete_frames(self.mel_frames.shape[1]):
                 break
             start = time.perf_counter()
-            new = self.encoder.step(self.mel_frames[None], target)
+            new = self.encoder.step(self.mel_frames[None].to(self.device), target)
             self.encoded = new if self.encoded is None else torch.cat([self.encoded, new], dim=1)
             self.enc_times.append(time.perf_counter() - start)
             # the chunk is decoded when the audio reaches its end plus the convs' look-ahead
@@ -255,7 +261,7 @@ class BeamStreamingTranscriber(StreamingTranscriber):
         ([len + 1, V]: rows[i] predicts tokens[i]). One decoder pass over the right-padded beams."""
         lengths = [len(b.tokens) for b in beams]
         width = max(lengths)
-        ids = torch.tensor([self.vocab.start + b.tokens + [self.vocab.eot] * (width - len(b.tokens)) for b in beams])
+        ids = torch.tensor([self.vocab.start + b.tokens + [self.vocab.eot] * (width - len(b.tokens)) for b in beams], device=self.device)
         encoded = self.encoded.expand(len(beams), -1, -1)
         hidden = self.whisper.model.decoder(input_ids=ids, encoder_hidden_states=encoded, use_cache=False).last_hidden_state
         logits = self.whisper.proj_out(hidden)  # causal: right padding changes nothing before it
@@ -273,8 +279,8 @@ class BeamStreamingTranscriber(StreamingTranscriber):
     def _masks(self, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Additive masks: suppressed and special tokens everywhere; blank-start tokens at the first text position."""
         if self._additive is None:
-            self._additive = self._mask(torch.zeros(vocab_size), first_text_position=False)
-            self._first = self._mask(torch.zeros(vocab_size), first_text_position=True) - self._additive
+            self._additive = self._mask(torch.zeros(vocab_size, device=self.device), first_text_position=False)
+            self._first = self._mask(torch.zeros(vocab_size, device=self.device), first_text_position=True) - self._additive
             self._first[~torch.isfinite(self._first)] = -torch.inf
         return self._additive, self._first
 

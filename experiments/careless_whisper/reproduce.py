@@ -20,6 +20,7 @@ import torch
 from shared.plots import pyplot
 from shared.progress import progress
 from shared.runs import Run
+from shared.runtime import resolve_device
 
 from .align import AlignmentError, align
 from .audio import SAMPLE_RATE
@@ -58,7 +59,9 @@ def evaluate(run_one, prompts, audio, aligned, vocab) -> dict:
 
 def reproduce(cfg, run: Run) -> None:
     torch.manual_seed(int(cfg.train.seed))
+    device = resolve_device(cfg.trainer.device)  # the paper preset says cuda; every model moves there
     model, data_dir = load_whisper(cfg.model)
+    model = model.to(device)
     vocab = Vocabulary(data_dir)
     train_prompts, test_prompts = split(load_prompts(), cfg.data.test_fraction)
     if cfg.data.max_seconds is not None:
@@ -233,7 +236,7 @@ def cost_over_length(run: Run, cfg, model, vocab: Vocabulary) -> None:
 def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: Run):
     """A fresh base model with LoRA trained at this chunk size (resumes per epoch)."""
     base, _ = load_whisper(cfg.model)
-    model = add_lora(base, int(cfg.lora.rank), init=cfg.lora.init, seed=int(cfg.train.seed))
+    model = add_lora(base.to(resolve_device(cfg.trainer.device)), int(cfg.lora.rank), init=cfg.lora.init, seed=int(cfg.train.seed))
     utterances = prepare(train_prompts, vocab, chunking, speeds=[float(x) for x in cfg.train.speeds])
     fraction = float(cfg.train.fraction.get(chunking.chunk_ms, 0.25))
     run.logger.log({"lora_parameters": lora_parameters(model), "train_utterances": len(utterances)}, scope=f"lora_{chunking.chunk_ms}ms")

@@ -26,7 +26,7 @@ from shared.progress import progress
 
 from .align import AlignmentError, Word, align
 from .audio import SAMPLE_RATE, streamed_mel
-from .decode import Vocabulary, base_model
+from .decode import Vocabulary, base_model, model_device
 from .encoder import FRAME_SECONDS, Chunking, complete_frames, encode_prefix
 from .speech import load_audio
 from .targets import IGNORE, TokenSequence, sample_chunk_steps
@@ -82,10 +82,11 @@ def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=p
 
 def chunk_loss(model, utt: Utterance, chunking: Chunking, n_frames: int) -> torch.Tensor:
     whisper = base_model(model)
-    enc = encode_prefix(whisper.model.encoder, utt.mel[None, :, : 2 * n_frames + 1], n_frames, chunking)
-    hidden = whisper.model.decoder(input_ids=utt.seq.input_ids[None], encoder_hidden_states=enc).last_hidden_state
+    device = model_device(model)  # utterances are prepared (and kept) on the CPU
+    enc = encode_prefix(whisper.model.encoder, utt.mel[None, :, : 2 * n_frames + 1].to(device), n_frames, chunking)
+    hidden = whisper.model.decoder(input_ids=utt.seq.input_ids[None].to(device), encoder_hidden_states=enc).last_hidden_state
     logits = whisper.proj_out(hidden)[0]
-    labels = utt.seq.labels_at(n_frames * FRAME_SECONDS)
+    labels = utt.seq.labels_at(n_frames * FRAME_SECONDS).to(device)
     return F.cross_entropy(logits, labels, ignore_index=IGNORE)
 
 
@@ -132,7 +133,7 @@ def fit_adapter(model, utterances: list[list[Utterance]], chunking: Chunking, cf
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(cfg_train.warmup), total))
     start = 0
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
+        state = torch.load(state_path, weights_only=True, map_location=model_device(model))
         for p, saved in zip(trainable, state["lora"]):
             p.data.copy_(saved)
         optimizer.load_state_dict(state["optimizer"])

@@ -24,3 +24,50 @@ def test_warmup_then_cosine_to_zero():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0, abs=1e-12) and f(500) == pytest.approx(0.0, abs=1e-12)
     assert all(f(i) >= f(i + 1) for i in range(10, 120))
+
+
+def test_trainer_device_reaches_the_model():
+    """The paper preset says trainer.device=cuda; it used to be ignored, so the run went on on the
+    CPU. Here (no CUDA) asking for cuda must stop at once, before any model is loaded or trained."""
+    import torch
+
+    from experiments.careless_whisper.reproduce import reproduce
+    from shared import registry
+    from shared.config import compose
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: tests/test_gpu.py runs the model there")
+    cfg = compose(registry.get("careless_whisper"), "smoke", ["trainer.device=cuda"])
+    with pytest.raises(RuntimeError, match="trainer.device=cuda but CUDA is not available"):
+        reproduce(cfg, run=None)
+
+
+@pytest.mark.gpu
+def test_streaming_transcription_and_the_training_loss_on_cuda_equal_the_cpu():
+    """Device plumbing of the encoder, both decoders and the chunk loss: the same tokens and the
+    same loss on CUDA as on the CPU (random Whisper weights: the weights package may be absent)."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from experiments.careless_whisper.decode import Vocabulary, transcribe_stream
+    from experiments.careless_whisper.encoder import Chunking
+    from experiments.careless_whisper.weights import package_files
+
+    try:
+        _, data_dir = package_files("tiny.en")
+    except Exception as error:  # the tokenizer ships with the weights package
+        pytest.skip(f"tiny.en package not installed here ({error})")
+    vocab = Vocabulary(data_dir)
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51864, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
+    cpu_model = WhisperForConditionalGeneration(config).eval()
+    gpu_model = WhisperForConditionalGeneration(config).eval()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model = gpu_model.cuda()
+    audio = (0.1 * np.sin(np.linspace(0, 900, 16000 * 2))).astype(np.float32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for beam in (1, 3):
+        a = transcribe_stream(cpu_model, vocab, audio, Chunking(300), beam_size=beam, max_new=6)
+        b = transcribe_stream(gpu_model, vocab, audio, Chunking(300), beam_size=beam, max_new=6)
+        assert a.tokens == b.tokens
