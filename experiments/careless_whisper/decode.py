@@ -78,8 +78,10 @@ def first_unstable(tokens: list[int], previous: list[float], rows: torch.Tensor,
 
 
 def model_device(model) -> torch.device:
-    """The device the model's weights are on (``trainer.device`` in a run): inputs are moved there."""
-    return next(model.parameters()).device
+    """The device the model's weights are on (``trainer.device`` in a run): inputs are moved there.
+    A model without parameters (the tests' scripted decoders) runs on the CPU."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 class StreamingTranscriber:
