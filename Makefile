@@ -3,6 +3,7 @@
 #   make reproduce [EXP=name|all] [PRESET=smoke|cpu|paper]   reproduce tables into outputs/
 #   make test                                                the whole suite, notebooks included
 #   make lab                                                 JupyterLab on notebooks/
+#   make gpu-dry-run / gpu-wheels / gpu-publish DIR=...      the GPU pass (env/gpu/README.md)
 SHELL := /bin/bash
 VENV ?= .venv
 EXP ?= all
@@ -10,7 +11,7 @@ PRESET ?= cpu
 STREAMLAB := $(VENV)/bin/streamlab
 PYTEST_ARGS ?=
 
-.PHONY: setup reproduce test test-gpu test-slow lab runs notebooks-sync clean-outputs
+.PHONY: setup reproduce test test-gpu test-slow lab runs notebooks-sync gpu-wheels gpu-dry-run gpu-publish
 
 setup:
 	@VENV=$(VENV) bash env/setup.sh
@@ -37,3 +38,14 @@ runs: setup
 # After editing a notebook's .py (or .ipynb), bring its pair back in step.
 notebooks-sync: setup
 	$(VENV)/bin/jupytext --sync notebooks/*/*.py
+
+# The GPU pass (env/gpu/README.md): try it here, fetch the wheels the GPU machine lacks, publish what it returned.
+gpu-dry-run: setup
+	PYTHON=$(VENV)/bin/python bash env/gpu/pass.sh --dry-run
+
+gpu-wheels: setup
+	PYTHON=$(VENV)/bin/python bash env/gpu/wheels.sh
+
+gpu-publish: setup
+	@test -n "$(DIR)" || { echo "make gpu-publish: set DIR to the folder the GPU pass returned" >&2; exit 2; }
+	$(VENV)/bin/python -m shared.gpu_publish "$(DIR)"

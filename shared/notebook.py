@@ -75,3 +75,23 @@ def publish(run, destination: str | os.PathLike, extras: Iterable[str] = ()) -> 
         },
     )
     return destination
+
+
+def gpu_results(results_dir: str | os.PathLike):
+    """The GPU figures published for this notebook (``results/gpu/``, written by ``python -m
+    shared.gpu_publish`` from a GPU pass), with the paper's numbers beside them where it reports
+    one, as a DataFrame; prints one line of provenance. Prints why and returns None when no GPU pass
+    is published yet."""
+    import pandas as pd
+
+    folder = Path(results_dir) / "gpu"
+    if not (folder / "figures.csv").is_file():
+        print(f"No GPU pass published in {folder} yet: on a lent GPU run `bash env/gpu/pass.sh`, then "
+              "`python -m shared.gpu_publish <returned folder>` (env/gpu/README.md).")
+        return None
+    prov = json.loads((folder / "provenance.json").read_text())
+    tests = prov.get("tests", {})
+    print(f"GPU pass of {prov.get('date')} on {prov.get('device')} (driver {prov.get('driver')}, torch {prov.get('torch')}, "
+          f"Triton {prov.get('triton')}), commit {str(prov.get('commit'))[:10]}{' (dirty)' if prov.get('dirty') == 'true' else ''}; "
+          f"GPU tests: {tests.get('passed', 0)} passed, {len(tests.get('failed', []))} failed, {tests.get('skipped', 0)} skipped")
+    return pd.read_csv(folder / "figures.csv", keep_default_na=False, na_values=[""])

@@ -60,3 +60,15 @@ if (( total > LIMIT_MIB * 1048576 )); then
   echo "env/gpu/wheels.sh: the wheels exceed $LIMIT_MIB MiB: the working tree that travels is capped at 64 MiB" >&2
   exit 1
 fi
+
+# What travels to the GPU machine: the working tree (tracked and untracked-not-ignored files) and
+# the carried wheels, at most 64 MiB together.
+tree=$(git ls-files -z --cached --others --exclude-standard 2>/dev/null | xargs -0 -r stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+awk -v t="$tree" -v w="$total" 'BEGIN { printf "env/gpu/wheels.sh: the working tree %.2f MiB + the wheels %.2f MiB = %.2f MiB travel (limit 64 MiB)\n", t / 1048576, w / 1048576, (t + w) / 1048576 }'
+if (( tree + total > 64 * 1048576 )); then
+  echo "env/gpu/wheels.sh: more than 64 MiB would travel to the GPU machine: ignore large untracked files or carry fewer wheels" >&2
+  exit 1
+fi
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo true || echo false)
+echo "device call: command \"STREAMLAB_COMMIT=$commit STREAMLAB_DIRTY=$dirty bash env/gpu/pass.sh\", carry [\".whl\"], timeout_s 600"

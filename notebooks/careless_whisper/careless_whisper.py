@@ -13,6 +13,7 @@
 #     name: python3
 # ---
 
+# %%
 
 # %% [markdown]
 # # CarelessWhisper: Whisper made causal for streaming speech recognition
@@ -163,3 +164,15 @@ if not SMOKE:
 # %%
 if not SMOKE:
     print("published to", publish(run, Path("results"), extras=["hypotheses.json", "timeline.json", "cost.json"]))
+
+# %% [markdown]
+# ## On a GPU
+#
+# The GPU pass (`bash env/gpu/pass.sh` on a lent GPU, published with `python -m shared.gpu_publish`)
+# runs this experiment's GPU test: streaming transcription and the chunk loss on CUDA equal the CPU's.
+# The paper preset (base on a GPU) is not part of the pass.
+
+# %%
+from shared.notebook import gpu_results
+
+gpu = gpu_results(Path("results"))

@@ -104,3 +104,18 @@ if not SMOKE:
 # %%
 if not SMOKE:
     print("published to", publish(run, Path("results"), extras=["per_frame.npz"]))
+
+# %% [markdown]
+# ## On a GPU: gsplat against our reference renderer, and QUEEN's speed
+#
+# From `bash env/gpu/pass.sh` on a lent GPU (published with `python -m shared.gpu_publish`): gsplat's
+# images, alphas and gradients against the reference renderer (tolerances: 5e-3 on pixels, 2e-2
+# relative on gradients), forward + backward times, and one keyframe plus one residual frame of
+# QUEEN on gsplat, beside the paper's N3DV figures on an A100 (a different scene and scale).
+
+# %%
+from shared.notebook import gpu_results
+
+gpu = gpu_results(Path("results"))
+if gpu is not None:
+    display(gpu)

@@ -158,3 +158,18 @@ if not SMOKE:
 # %%
 if not SMOKE:
     print("published to", publish(run, Path("results"), extras=["arrays.npz"]))
+
+# %% [markdown]
+# ## On a GPU: WDSR-A training and 1080p upscaling
+#
+# The paper's recipe (WDSR-A, 16 blocks of 32 features, batch 16 of 48x54 LR patches): a training
+# step and 1080p upscaling, fp32 and bf16 autocast, from `bash env/gpu/pass.sh` on a lent GPU
+# (published with `python -m shared.gpu_publish`). The paper's 28 FPS is on a phone with a model it
+# does not name: context, not a target.
+
+# %%
+from shared.notebook import gpu_results
+
+gpu = gpu_results(Path("results"))
+if gpu is not None:
+    display(gpu)

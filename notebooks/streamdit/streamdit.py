@@ -171,3 +171,19 @@ print("drift (first 16 minus last 16 frames of 160) per row:", {r: round(cell("s
 # %%
 if not SMOKE:
     print("published to", publish(run_dir, Path("results"), extras=["arrays.npz"]))
+
+# %% [markdown]
+# ## On a GPU: the 4B stand-in at 512p
+#
+# The paper's speed (482 ms per buffer step, 16 FPS, distilled 4B model at 512p on one H100) beside
+# the GPU pass's timing of a random-weight stand-in of the same architecture
+# (`python -m experiments.streamdit bench --arch 4b --res 512`, eager, CUDA graph and compiled;
+# the issue's target: at most 385 ms and 20 FPS or more). From `bash env/gpu/pass.sh` on a lent GPU,
+# published with `python -m shared.gpu_publish`.
+
+# %%
+from shared.notebook import gpu_results
+
+gpu = gpu_results(Path("results"))
+if gpu is not None:
+    display(gpu)

@@ -141,3 +141,20 @@ flat = Path("results/flatness_16k.csv.json")
 if flat.is_file():
     f = json.loads(flat.read_text())
     print(f"sink 4+252 over 16k tokens: {f['first_ms']:.1f} ms/token just after the cache fills, {f['last_ms']:.1f} ms/token at the end (ratio {f['ratio']:.3f})")
+
+# %% [markdown]
+# ## On a GPU: the core's decode kernel and prefill
+#
+# Figures from the GPU pass (`bash env/gpu/pass.sh` on a lent GPU, published with
+# `python -m shared.gpu_publish`): the ring-decode Triton kernel's K/V read bandwidth as a share of
+# the device-to-device copy measured in the same pass (the target: at least 0.70 at 16k slots
+# and more, bf16, head dims 64 and 128), beside SDPA over pre-rotated keys and the torch reference;
+# FlexAttention prefill against dense-mask SDPA. The paper reports no kernel speeds.
+
+# %%
+from shared.notebook import gpu_results
+
+gpu = gpu_results(Path("results"))
+if gpu is not None:
+    display(gpu[gpu.figure == "share of the copy bandwidth"][["setting", "value"]].round(3))
+    display(gpu[gpu.figure.str.startswith(("worst", "the same")) | (gpu.step == "flex_prefill")])
