@@ -9,8 +9,8 @@ import time
 import torch
 
 
-def median_seconds(fn, repeats: int, cuda: bool, warmup: int = 2) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+def samples_seconds(fn, repeats: int, cuda: bool, warmup: int = 2) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -26,4 +26,9 @@ def median_seconds(fn, repeats: int, cuda: bool, warmup: int = 2) -> float:
             t0 = time.perf_counter()
             fn()
             samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    return samples
+
+
+def median_seconds(fn, repeats: int, cuda: bool, warmup: int = 2) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    return statistics.median(samples_seconds(fn, repeats, cuda, warmup))

@@ -23,9 +23,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
+
+from shared.timing import samples_seconds
 
 from .model import DiTConfig, StreamDiT, token_path_parameters
 from .schedule import Partition, StreamQueue
@@ -80,20 +81,7 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int, repeats: int = 10) -> f
 
 
 def _timed(fn, device: str, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            out.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return out
+    return samples_seconds(fn, repeats, device.startswith("cuda"), warmup=0)
 
 
 def benchmark(arch: str, res: int, chunk: int, steps: int, warmup: int, device: str, compile_: bool, cuda_graphs: bool,
