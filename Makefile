@@ -1,7 +1,8 @@
 # StreamLab. Every target builds the environment first if it is missing (env/setup.sh is a no-op
 # when nothing changed), so `make reproduce` and `make test` work on a fresh clone.
 #   make reproduce [EXP=name|all] [PRESET=smoke|cpu|paper]   reproduce tables into outputs/
-#   make test                                                the whole suite, notebooks included
+#   make test                                                lint, then the whole suite, notebooks included
+#   make lint                                                ruff (settings in pyproject.toml)
 #   make lab                                                 JupyterLab on notebooks/
 #   make gpu-dry-run / gpu-wheels / gpu-publish DIR=...      the GPU pass (env/gpu/README.md)
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ PRESET ?= cpu
 STREAMLAB := $(VENV)/bin/streamlab
 PYTEST_ARGS ?=
 
-.PHONY: setup reproduce test test-gpu test-slow lab runs notebooks-sync gpu-wheels gpu-dry-run gpu-publish
+.PHONY: setup lint reproduce test test-gpu test-slow lab runs notebooks-sync gpu-wheels gpu-dry-run gpu-publish
 
 setup:
 	@VENV=$(VENV) bash env/setup.sh
@@ -19,7 +20,10 @@ setup:
 reproduce: setup
 	$(STREAMLAB) reproduce $(EXP) --preset $(PRESET)
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-gpu: setup

@@ -20,7 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 from .errors import ConfigError
 from .registry import Experiment
 
-
 _MISSING = object()
 
 

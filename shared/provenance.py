@@ -92,7 +92,7 @@ def collect(command: list[str] | None = None) -> dict:
     """Everything above, plus when and how the run was started. The git diff is returned separately."""
     git = git_state()
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command if command is not None else sys.argv,
         "git": {k: v for k, v in git.items() if k != "diff"},
         "git_diff": git["diff"],

@@ -95,7 +95,7 @@ class Run:
         overrides: list[str] | tuple[str, ...] = (),
         outputs: str | os.PathLike | None = None,
         composer: Callable[..., DictConfig] | None = None,
-    ) -> "Run":
+    ) -> Run:
         directory = new_directory(outputs_root(outputs) / experiment, f"{timestamp()}-{preset}")
         prov = provenance.collect()
         diff = prov.pop("git_diff")
@@ -116,7 +116,7 @@ class Run:
         return cls(directory, meta, cfg, composer)
 
     @classmethod
-    def resume(cls, directory: str | os.PathLike, composer: Callable[..., DictConfig] | None = None) -> "Run":
+    def resume(cls, directory: str | os.PathLike, composer: Callable[..., DictConfig] | None = None) -> Run:
         """Reopen a run that did not complete; finished rows are kept, the rest run again from their checkpoints."""
         directory = Path(directory).resolve()
         meta_path = directory / "run.json"
@@ -150,7 +150,7 @@ class Run:
 
     def add_results(self, table: str, row: str, metrics: Mapping[str, float]) -> None:
         """Record a table row's metrics (rewrites results.csv atomically) and mirror them as a summary."""
-        date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         for metric, value in metrics.items():
             self._records.append(
                 {
@@ -191,7 +191,7 @@ class Run:
         atomic_write_json(self.dir / "run.json", self.meta)
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         self._t0 = time.monotonic()
         return self
 
@@ -201,7 +201,7 @@ class Run:
         self.meta["status"] = "interrupted" if exc_type is KeyboardInterrupt else ("failed" if failed else "completed")
         if failed:
             self.meta["error"] = f"{exc_type.__name__}: {exc}"
-        self.meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.meta["duration_s"] = round(self.meta.get("duration_s", 0.0) + time.monotonic() - self._t0, 2)
         self._write_meta()
 

@@ -20,7 +20,6 @@ os.environ["STREAMLAB_PROGRESS"] = "0"
 
 import pytest
 
-
 _OWN_OUTPUTS: str | None = None
 
 

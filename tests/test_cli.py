@@ -11,8 +11,6 @@ import pytest
 from .helpers import STREAMLAB, cli, digest
 
 
-
-
 def test_list_shows_registered_experiments():
     out = cli("list")
     assert out.returncode == 0 and "_template" in out.stdout and "smoke, cpu, paper" in out.stdout

@@ -3,7 +3,9 @@
 import importlib.metadata
 import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -95,3 +97,11 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO_ROOT / "README.md").read_text()
     first_block = readme.split("```")[1]
     assert "make reproduce" in first_block and "make test" in first_block
+
+
+def test_make_test_lints_first_and_the_tree_is_lint_clean():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert re.search(r"^test: setup lint$", makefile, re.MULTILINE) and "ruff check ." in makefile
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "--quiet", "."], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -23,7 +23,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ class Figures(dict):
     """A step's figures, written to ``DIR/STEP.json`` whenever one is added."""
 
     def __init__(self, work: Path, step: str, dry_run: bool):
-        super().__init__(step=step, dry_run=dry_run, started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        super().__init__(step=step, dry_run=dry_run, started=datetime.now(UTC).isoformat(timespec="seconds"))
         self.path = work / f"{step}.json"
         self.save()
 
@@ -311,7 +311,7 @@ def step_merge(work: Path, out: Path, dry: bool) -> dict:
         path = work / f"{name}.json"
         figures = json.loads(path.read_text()) if path.is_file() else None
         steps[name] = status.get(name, {"status": "not run"}) | {"figures": figures}
-    report = {"schema": SCHEMA, "dry_run": dry, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {"schema": SCHEMA, "dry_run": dry, "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "provenance": machine.get("provenance"), "ceilings": machine.get("ceilings"), "machine_status": status.get("machine"),
               "tests": {name: junit_summary(out / f"junit_{name}.xml") for name in ("gpu", "gsplat")},
               "other": {k: v for k, v in status.items() if k not in STEPS}, "steps": steps}

@@ -171,13 +171,13 @@ def timeline(run: Run, cfg, model, vocab: Vocabulary, prompts, audio, aligned) -
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 3.6), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
     t = np.arange(len(wave)) / SAMPLE_RATE
     top.plot(t, wave, lw=0.4, color="0.3")
-    for text, start, end in reference:
+    for _text, start, end in reference:
         top.axvspan(start, end, color="tab:blue", alpha=0.12)
     top.set(yticks=[], title=f"{name}: committed words ({main.chunk_ms} ms chunks) against the audio")
     for k, (text, at) in enumerate(words):
         bottom.plot([at], [1], "o", color="tab:red", ms=3)
         bottom.annotate(text, (at, 1), xytext=(0, 4 + 9 * (k % 3)), textcoords="offset points", fontsize=7, rotation=30, color="tab:red")
-    for k, (text, start, end) in enumerate(reference):
+    for k, (text, _start, end) in enumerate(reference):
         bottom.plot([end], [0], "o", color="tab:blue", ms=3)
         bottom.annotate(text, (end, 0), xytext=(0, -12 - 9 * (k % 3)), textcoords="offset points", fontsize=7, rotation=30, color="tab:blue")
     for edge in np.arange(main.first_ms, len(wave) / SAMPLE_RATE + main.chunk_ms / 1e3, main.chunk_ms / 1e3):

@@ -43,7 +43,6 @@ OVERRIDES = []
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from IPython.display import Image, display
 
 from shared import results

@@ -17,8 +17,8 @@ order; the ring policy writes in place and keeps positions per slot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -32,7 +32,7 @@ class SlotMeta:
     pinned: torch.Tensor
     score: torch.Tensor
 
-    def subset(self, idx: torch.Tensor) -> "SlotMeta":
+    def subset(self, idx: torch.Tensor) -> SlotMeta:
         return SlotMeta(self.pos[idx], self.frame[idx], self.pinned[idx], self.score[idx])
 
 

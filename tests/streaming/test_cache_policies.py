@@ -4,7 +4,17 @@ import pytest
 import torch
 
 from shared.streaming import (
-    CacheBudgetError, Chain, DeepSink, FrameSink, Full, KVCache, ParticipativeCompression, Ring, Rope, SinkWindowPolicy, attend,
+    CacheBudgetError,
+    Chain,
+    DeepSink,
+    FrameSink,
+    Full,
+    KVCache,
+    ParticipativeCompression,
+    Ring,
+    Rope,
+    SinkWindowPolicy,
+    attend,
 )
 from shared.streaming.policies import SlotMeta
 
