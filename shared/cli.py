@@ -146,3 +146,35 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def experiment_main(package: str, tools: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
+    """``python -m experiments.<name> [TOOL ...]``: an experiment's own tools beside ``reproduce``.
+
+    ``package`` is the experiment's ``__package__`` (a fork under another name keeps working);
+    ``tools`` maps a tool's name to ``("module:function", one-line description)``, the function
+    taking the tool's own arguments. With no argument, or ``--help``, it prints what there is; a
+    first argument that is a flag or a ``key=value`` override still means ``reproduce``.
+    """
+    import importlib
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = package.rpartition(".")[2]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        width = max(len(t) for t in ("reproduce", *tools))
+        lines = [f"usage: python -m {package} <tool> [arguments]   (each tool's --help lists its own)", "", "tools:"]
+        lines += [f"  {tool:<{width}}  {text}" for tool, (_, text) in tools.items()]
+        lines.append(f"  {'reproduce':<{width}}  reproduce the experiment's tables: [--preset smoke|cpu|paper] [--resume RUN_DIR] "
+                     f"[key=value ...] (= streamlab reproduce {name})")
+        print("\n".join(lines))
+        return 0
+    first = argv[0]
+    if first in tools:
+        module, _, function = tools[first][0].partition(":")
+        return getattr(importlib.import_module(module, package), function)(argv[1:])
+    if first == "reproduce":
+        argv = argv[1:]
+    elif not (first.startswith("-") or "=" in first):
+        print(f"python -m {package}: unknown tool {first!r}; choose from {', '.join([*tools, 'reproduce'])} (see --help)", file=sys.stderr)
+        return USAGE_ERROR
+    return main(["reproduce", name, *argv])

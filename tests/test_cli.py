@@ -2,11 +2,15 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
+
+from shared.registry import discover
 
 from .helpers import STREAMLAB, cli, digest
 
@@ -100,3 +104,26 @@ def test_sigterm_marks_the_run_interrupted_and_resumable(tmp_path):
     assert proc.returncode == 130 and "resume with" in err
     (run,) = (tmp_path / "_template").iterdir()
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("name", sorted(discover()))
+def test_an_experiment_module_lists_its_tools_instead_of_starting_a_run(name):
+    """``python -m experiments.<name>`` alone used to start the cpu preset (up to 36 minutes)."""
+    for argv in ([], ["--help"]):
+        done = subprocess.run([sys.executable, "-m", f"experiments.{name}", *argv], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0 and "reproduce" in done.stdout, done.stderr
+        tools = re.findall(r"^  (\w+)  ", done.stdout, re.MULTILINE)
+        assert tools[-1] == "reproduce"
+    wrong = subprocess.run([sys.executable, "-m", f"experiments.{name}", "frobnicate"], capture_output=True, text=True, timeout=60, check=False)
+    assert wrong.returncode == 2 and "unknown tool 'frobnicate'" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+    # a flag still means reproduce: here a preset that does not exist, refused before any run starts
+    flag = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--preset", "nope"], capture_output=True, text=True, timeout=60, check=False)
+    assert flag.returncode == 2 and "nope" in flag.stderr
+
+
+def test_the_tools_each_experiment_offers_are_listed():
+    for name, tools in {"stdo": ["fit", "upscale"], "careless_whisper": ["transcribe"], "streamdit": ["bench"]}.items():
+        out = subprocess.run([sys.executable, "-m", f"experiments.{name}"], capture_output=True, text=True, timeout=60, check=True).stdout
+        assert re.findall(r"^  (\w+)  ", out, re.MULTILINE) == [*tools, "reproduce"], out
+    fit = subprocess.run([sys.executable, "-m", "experiments.stdo", "fit", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert fit.returncode == 0 and "--scale" in fit.stdout

@@ -1,8 +1,10 @@
-"""``python -m experiments.streaming_llm`` is ``streamlab reproduce streaming_llm`` (same flags)."""
+"""``python -m experiments.queen``: the experiment's tools, and ``reproduce`` (= ``streamlab reproduce queen``).
+With no argument it lists them (``--help``)."""
 
 import sys
-from pathlib import Path
 
-from shared.cli import main
+from shared.cli import experiment_main
 
-sys.exit(main(["reproduce", Path(__file__).resolve().parent.name, *sys.argv[1:]]))
+TOOLS = {}
+
+sys.exit(experiment_main(__package__, TOOLS))

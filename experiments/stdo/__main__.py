@@ -1,18 +1,13 @@
-"""``python -m experiments.stdo``:
-
-    python -m experiments.stdo fit VIDEO --scale 4 --chunks 4 [--out BUNDLE]     # overfit a bundle to a video
-    python -m experiments.stdo upscale LOWRES_VIDEO BUNDLE OUT.mp4                # upscale with a bundle
-    python -m experiments.stdo [--preset P] [key=value ...]                       # = streamlab reproduce stdo
-"""
+"""``python -m experiments.stdo``: the experiment's tools, and ``reproduce`` (= ``streamlab reproduce stdo``).
+With no argument it lists them (``--help``)."""
 
 import sys
-from pathlib import Path
 
-if len(sys.argv) > 1 and sys.argv[1] in ("fit", "upscale"):
-    from .tool import main as tool_main
+from shared.cli import experiment_main
 
-    sys.exit(tool_main(sys.argv[1:]))
+TOOLS = {
+    "fit": (".tool:fit_main", "overfit a bundle of chunk models to a video (VIDEO --scale 4 --chunks 4 [--out BUNDLE])"),
+    "upscale": (".tool:upscale_main", "upscale a low-resolution video with a bundle (LOWRES_VIDEO BUNDLE OUT.mp4)"),
+}
 
-from shared.cli import main
-
-sys.exit(main(["reproduce", Path(__file__).resolve().parent.name, *sys.argv[1:]]))
+sys.exit(experiment_main(__package__, TOOLS))

@@ -193,3 +193,13 @@ def main(argv: list[str]) -> int:
         print(f"stdo: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     return 0
+
+
+def fit_main(argv: list[str]) -> int:
+    """``python -m experiments.stdo fit ...``"""
+    return main(["fit", *argv])
+
+
+def upscale_main(argv: list[str]) -> int:
+    """``python -m experiments.stdo upscale ...``"""
+    return main(["upscale", *argv])

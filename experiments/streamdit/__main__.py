@@ -1,17 +1,10 @@
-"""``python -m experiments.streamdit``:
-
-    python -m experiments.streamdit bench [--arch 4b|small] [--res 512] [--chunk 2] [--steps 30] [--json]
-    python -m experiments.streamdit [--preset P] [key=value ...]      # = streamlab reproduce streamdit
-"""
+"""``python -m experiments.streamdit``: the experiment's tools, and ``reproduce`` (= ``streamlab reproduce streamdit``).
+With no argument it lists them (``--help``)."""
 
 import sys
-from pathlib import Path
 
-if len(sys.argv) > 1 and sys.argv[1] == "bench":
-    from .bench import main as bench_main
+from shared.cli import experiment_main
 
-    sys.exit(bench_main(sys.argv[2:]))
+TOOLS = {"bench": (".bench:main", "time a buffer step of the small model or the 4B stand-in ([--arch 4b|small] [--res 512] [--chunk 2] [--json])")}
 
-from shared.cli import main
-
-sys.exit(main(["reproduce", Path(__file__).resolve().parent.name, *sys.argv[1:]]))
+sys.exit(experiment_main(__package__, TOOLS))
