@@ -50,6 +50,13 @@ class ExperimentSpec:
     # A short note per preset: what it runs and roughly how long (shown by `streamlab list`).
     preset_notes: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def default_rows(self) -> list[str]:
+        """The rows a run computes unless ``eval.rows`` says otherwise: the first table's (the other
+        tables, such as StreamDiT's reference, are computed beside them). Configs leave
+        ``eval.rows: ???`` so that the rows are declared here only."""
+        return list(next(iter(self.tables.values())).rows)
+
 
 @dataclass(frozen=True)
 class Experiment:

@@ -73,12 +73,12 @@ def reproduce_many(
     overrides: Sequence[str] = (),
     *,
     outputs: str | os.PathLike | None = None,
-) -> tuple[list[Run], list[str], Path]:
+) -> tuple[list[Run], list[str], Path | None]:
     """Reproduce several experiments ('all' = the default selection), then write one combined table.
 
     A failing experiment does not stop the others; the failures are returned by name. The combined
     table goes to ``outputs/tables/<date-time>-<preset>/`` (results.csv, results.txt, figures/,
-    runs.json linking each experiment's run directory).
+    runs.json linking each experiment's run directory); none is written when one failed.
     """
     if names == "all":
         selected = registry.default_selection()
@@ -95,6 +95,9 @@ def reproduce_many(
         except Exception:  # a bug in one experiment: report it, keep going with the others
             traceback.print_exc()
             failed.append(experiment.name)
+    if failed:  # a combined table with holes would read as a complete one
+        print(f"no combined table: {', '.join(failed)} failed", flush=True)
+        return runs, failed, None
     combined = _write_combined(runs, preset, outputs, {e.name: e.spec.tables for e in selected})
     return runs, failed, combined
 

@@ -33,6 +33,10 @@ def test_list_shows_registered_experiments():
         (["list", "--bogus"], "unrecognized arguments: --bogus"),
         (["reproduce", "_template", "--resume", "/no/such/run"], "not a run directory"),
         (["reproduce", "_template", "--preset", "smoke", "trainer.device=cuda:99"], "trainer.device=cuda:99 but"),
+        (["reproduce", "_template", "--preset", "smoke", "model=linear"], "run one row with eval.rows=[linear]"),
+        (["reproduce", "_template", "--preset", "smoke", "optim.steps=abc"], "optim.steps must be an integer"),
+        (["reproduce", "_template", "--preset", "smoke", "model.kind=rnn"], "valid: constant, linear, mlp"),
+        (["reproduce", "all", "--preset", "smoke", "trainer.seed=abc"], "trainer.seed must be an integer"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, needle, tmp_path):
@@ -127,3 +131,15 @@ def test_the_tools_each_experiment_offers_are_listed():
         assert re.findall(r"^  (\w+)  ", out, re.MULTILINE) == [*tools, "reproduce"], out
     fit = subprocess.run([sys.executable, "-m", "experiments.stdo", "fit", "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert fit.returncode == 0 and "--scale" in fit.stdout
+
+
+def test_a_failed_experiment_leaves_no_combined_table(tmp_path, monkeypatch):
+    """A combined table with a hole would read as a complete one."""
+    from shared import runner
+
+    def broken(name, *args, **kwargs):
+        raise RuntimeError("a bug inside the experiment")
+
+    monkeypatch.setattr(runner, "reproduce", broken)
+    runs, failed, combined = runner.reproduce_many(["_template"], "smoke", outputs=tmp_path)
+    assert failed == ["_template"] and combined is None and not (tmp_path / "tables").exists()

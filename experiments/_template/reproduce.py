@@ -1,4 +1,4 @@
-"""Reproduce the table: every row of SPEC.tables, trained in one run, plus the figure.
+"""Reproduce the table: every row of SPEC.tables (or those eval.rows names), trained in one run, plus the figure.
 
 Called by ``streamlab reproduce _template [--preset P]`` through shared.runner, which composes
 the config, opens the run directory and records provenance. A resumed run skips finished rows.
@@ -15,12 +15,12 @@ from .train import train
 
 
 def reproduce(cfg, run: Run) -> None:
-    for table_name, table in SPEC.tables.items():
-        for row in table.rows:
-            if run.has_row(table_name, row):
-                continue
-            metrics = train(run.compose_row(table_name, row), run=run, scope=row)
-            run.add_results(table_name, row, {m: metrics[m] for m in table.metrics})
+    table = SPEC.tables["fit"]
+    for row in cfg.eval.rows:  # the SPEC's rows unless eval.rows picks some
+        if run.has_row("fit", row):
+            continue
+        metrics = train(run.compose_row("fit", row), run=run, scope=row)
+        run.add_results("fit", row, {m: metrics[m] for m in table.metrics})
     run.save_figure(figure_fit(run), "fit")
 
 
@@ -28,9 +28,8 @@ def figure_fit(run: Run):
     """Left: test MSE over training per row. Right: final test MSE over the noise floor (1 = optimal)."""
     plt = pyplot()
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(9, 3.2))
-    table = SPEC.tables["fit"]
     records = read_metrics(run.dir / "metrics.jsonl")
-    for row in table.rows:
+    for row in run.cfg.eval.rows:
         by_step = {r["step"]: r["test_mse"] for r in records if r.get("scope") == row and "test_mse" in r}
         steps = sorted(by_step)
         curves.plot(steps, [by_step[s] for s in steps], label=row)
