@@ -12,6 +12,7 @@ valid and exits with code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -82,14 +83,15 @@ def _cmd_sync(args) -> int:
     if not pending:
         print(f"nothing to sync: no unsynced offline wandb runs under {root}")
         return 0
+    if not args.dry_run:  # before announcing anything: without a key nothing will be synced
+        from .logger import wandb_api_key_configured
+
+        if not wandb_api_key_configured():
+            raise StreamlabError(f"no wandb API key configured, {len(pending)} offline run(s) not synced; run `wandb login` (or set WANDB_API_KEY) and sync again")
     for d in pending:
-        print(f"{'would sync' if args.dry_run else 'syncing'} {d}")
+        print(f"{'would sync' if args.dry_run else 'syncing'} {d}", flush=True)
     if args.dry_run:
         return 0
-    from .logger import wandb_api_key_configured
-
-    if not wandb_api_key_configured():
-        raise StreamlabError("no wandb API key configured; run `wandb login` (or set WANDB_API_KEY) and sync again")
     return subprocess.call([sys.executable, "-m", "wandb", "sync", *map(str, pending)])
 
 
@@ -139,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     except StreamlabError as err:
         print(f"streamlab: error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:  # `streamlab sync --dry-run | head`: the reader left; that is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not raise again
+        return 0
     except KeyboardInterrupt:
-        print("streamlab: interrupted; resume with `streamlab reproduce <experiment> --resume <run dir>`", file=sys.stderr)
+        print("streamlab: interrupted (a run that had started printed its resume command above)", file=sys.stderr)
         return 130
 
 

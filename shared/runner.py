@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import traceback
 from collections.abc import Sequence
 from functools import partial
@@ -64,6 +65,8 @@ def reproduce(
             module.reproduce(cfg, run)
     finally:
         print(run.summary_line(headlines(experiment)), flush=True)
+        if run.meta["status"] in ("interrupted", "failed"):
+            print(f"resume with: {run.resume_command}", file=sys.stderr, flush=True)
     return run
 
 

@@ -201,6 +201,8 @@ class Run:
         self.meta["status"] = "interrupted" if exc_type is KeyboardInterrupt else ("failed" if failed else "completed")
         if failed:
             self.meta["error"] = f"{exc_type.__name__}: {exc}"
+        else:  # a resumed run that completes no longer carries the error of the attempt before
+            self.meta.pop("error", None)
         self.meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.meta["duration_s"] = round(self.meta.get("duration_s", 0.0) + time.monotonic() - self._t0, 2)
         self._write_meta()
@@ -214,6 +216,10 @@ class Run:
                     parts.append(f"{r['row']} {metric}={r['value']:.4g}")
         parts.append(f"-> {self.dir}")
         return " | ".join(parts)
+
+    @property
+    def resume_command(self) -> str:
+        return f"streamlab reproduce {self.experiment} --resume {self.dir}"
 
 
 # ---- reading runs back ------------------------------------------------------------------------

@@ -68,6 +68,9 @@ def test_failed_run_is_marked_failed_and_can_resume_but_a_completed_one_cannot(t
         assert resumed.has_row("t", "a") and not resumed.has_row("t", "b")
         resumed.add_results("t", "b", {"m": 2})
     assert [r["row"] for r in read_csv(run.dir / "results.csv")] == ["a", "b"]
+    meta = json.loads((run.dir / "run.json").read_text())
+    assert meta["status"] == "completed" and "error" not in meta and meta["attempts"] == 2
+    assert resumed.resume_command == f"streamlab reproduce exp --resume {run.dir}"
     with pytest.raises(RunError, match="already completed"):
         Run.resume(run.dir)
 
