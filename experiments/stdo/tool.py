@@ -52,6 +52,21 @@ def fit(args) -> Path:
     out = Path(args.out) if args.out else Path(f"{Path(args.video).with_suffix('')}.x{args.scale}.stdo")
     if out.exists() and not args.overwrite:
         raise DataError(f"{out} exists; pass --overwrite to replace it or --out to write elsewhere")
+
+    # Everything that can be wrong with the input is found before the work folder exists, so a
+    # corrected command never meets the leftovers of a refused one.
+    t, h, w = video.shape
+    lr = lowres_frames(video, args.scale)
+    grid = auto_grid(h, w, args.scale, tuple(cfg.data.lr_patch))
+    lr_p, hr_p = to_patches(lr, grid.rows, grid.cols), to_patches(video.frames, grid.rows, grid.cols)
+    shave = cfg.labels.shave if cfg.labels.shave is not None else args.scale + 4  # the labels' border, as labels.py
+    if min(grid.hr_patch) <= 2 * shave:
+        raise DataError(f"{video.name} is {w}x{h}: its {grid.hr_patch[1]}x{grid.hr_patch[0]} patches leave no pixel inside the labels' "
+                        f"{shave}-pixel border at x{args.scale} (a patch needs more than {2 * shave} pixels a side): use a larger video")
+    if args.method != "single" and args.chunks > len(lr_p):
+        raise ConfigError(f"--chunks {args.chunks} is more than the {len(lr_p)} patches of {video.name} ({grid.cols}x{grid.rows} per frame x {t} frames): "
+                          f"use at most {len(lr_p)}")
+
     work = out.with_name(out.name + ".work")
     signature = {"video": str(Path(video.source).resolve()), "frames": list(video.shape), "scale": args.scale, "chunks": args.chunks,
                  "method": args.method, "labels": args.labels, "preset": args.preset, "overrides": args.overrides, "seed": args.seed}
@@ -59,11 +74,6 @@ def fit(args) -> Path:
         raise DataError(f"{work} holds an unfinished fit with other settings; delete it or pass the same arguments to resume")
     work.mkdir(parents=True, exist_ok=True)
     (work / "fit.json").write_text(json.dumps(signature, indent=1))
-
-    t, h, w = video.shape
-    lr = lowres_frames(video, args.scale)
-    grid = auto_grid(h, w, args.scale, tuple(cfg.data.lr_patch))
-    lr_p, hr_p = to_patches(lr, grid.rows, grid.cols), to_patches(video.frames, grid.rows, grid.cols)
     print(f"stdo fit: {video.name} {w}x{h}, {t} frames, x{args.scale}, {grid.cols}x{grid.rows} patches of {grid.hr_patch[1]}x{grid.hr_patch[0]} -> {len(lr_p)} patches, {args.chunks} chunks", flush=True)
     labels_path = work / "labels.npy"
     if labels_path.is_file():
@@ -109,7 +119,9 @@ def upscale(args) -> Path:
         raise DataError(f"{args.bundle} was made for x{grid.scale}, not x{args.scale}")
     if (h, w) != (grid.lr_height, grid.lr_width):
         hint = ""
-        if h * grid.scale % grid.lr_height == 0 and (h * grid.scale) // grid.lr_height in (2, 3, 4) and h != grid.lr_height:
+        if (h, w) == (grid.lr_height * grid.scale, grid.lr_width * grid.scale):
+            hint = " (that is the high-resolution size: give the low-resolution video, which fit writes with --lowres-out)"
+        elif (grid.lr_height * grid.scale) % h == 0 and (grid.lr_height * grid.scale) // h in (2, 3, 4):
             hint = f" (that is the x{grid.lr_height * grid.scale // h} size of the fitted video: make a bundle for that scale)"
         raise DataError(
             f"{args.lowres} is {w}x{h}, but {args.bundle} upscales {grid.lr_width}x{grid.lr_height} frames x{grid.scale} "
@@ -186,6 +198,8 @@ def main(argv: list[str]) -> int:
         if command == "fit":
             if args.scale < 1 or args.chunks < 1:
                 raise ConfigError("--scale and --chunks must be positive")
+            if (args.max_frames is not None and args.max_frames < 1) or args.stride < 1:
+                raise ConfigError("--max-frames and --stride must be at least 1")
             fit(args)
         else:
             upscale(args)

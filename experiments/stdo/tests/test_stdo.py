@@ -346,7 +346,7 @@ def test_fit_then_upscale_a_users_video_and_resume_after_a_kill(tmp_path, capsys
 
     assert read_video(out).shape == (3, 96, 128, 3)
     assert tool_main(["upscale", str(tmp_path / "talk.mp4"), str(bundle), str(tmp_path / "x.mp4")]) == 2  # the HR video is no LR input
-    assert "x2" in capsys.readouterr().err
+    assert "that is the high-resolution size" in capsys.readouterr().err
     assert tool_main(["upscale", str(tmp_path / "talk_lr.mp4"), str(bundle), str(tmp_path / "y.mp4"), "--scale", "4"]) == 2
     assert "made for x2" in capsys.readouterr().err
 
@@ -359,6 +359,18 @@ def test_tool_errors_are_one_line(tmp_path, capsys):
     assert "does not divide" in capsys.readouterr().err
     assert tool_main(["fit", str(tmp_path / "odd.mp4"), "--preset", "smoke", "train.nonsense=1"]) == 2
     assert "nonsense" in capsys.readouterr().err
+    # a refused fit leaves nothing behind, so the corrected command is not refused as "another fit"
+    write_video(tmp_path / "clip.mp4", load_video("carphone", max_frames=2).frames)
+    fit = ["fit", str(tmp_path / "clip.mp4"), "--preset", "smoke", "--labels", "bicubic", "--out", str(tmp_path / "c.stdo")]
+    for extra, needle in ((["--scale", "3"], "does not divide"), (["--scale", "2", "--chunks", "500"], "use at most 32"),
+                          (["--max-frames", "0"], "--max-frames and --stride must be at least 1")):
+        assert tool_main([*fit, *extra]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "c.stdo.work").exists()
+    write_video(tmp_path / "tiny.mp4", np.full((1, 8, 8, 3), 90, np.uint8))
+    assert tool_main(["fit", str(tmp_path / "tiny.mp4"), "--preset", "smoke", "--labels", "bicubic", "--scale", "2", "--chunks", "1"]) == 2
+    assert "leave no pixel inside the labels'" in capsys.readouterr().err and not (tmp_path / "tiny.x2.stdo.work").exists()
     with pytest.raises(SystemExit) as exit_:
         tool_main(["fit"])
     assert exit_.value.code == 2
