@@ -1,7 +1,8 @@
 """``reproduce()``: compose an experiment's config, open a run, call its ``reproduce(cfg, run)``.
 
 This is what ``streamlab reproduce`` and the notebooks call; an experiment only provides
-``experiments/<name>/reproduce.py`` with ``def reproduce(cfg, run) -> None``.
+``experiments/<name>/reproduce.py`` with ``def reproduce(cfg, run) -> None``, and optionally
+``def check_config(cfg)``, which raises a ``ConfigError`` or ``DataError`` before any run directory exists.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def reproduce(
     except RuntimeError as error:
         raise ConfigError(str(error)) from None
     module = experiment.module("reproduce")
+    if hasattr(module, "check_config"):  # the experiment's own checks, also before any run directory exists
+        module.check_config(cfg)
     if resume is not None:
         run = Run.resume(resume, composer=composer)
     else:

@@ -55,10 +55,13 @@ def load_n3dv(root: str | Path, max_frames: int | None = None, downscale: int = 
         raise DataError(f"{root} is not an N3DV scene: poses_bounds.npy is missing")
     try:
         poses = np.load(poses_path)
-    except (ValueError, OSError) as err:
-        raise DataError(f"{poses_path}: cannot be read as a numpy array ({err})") from err
+    except (ValueError, OSError, EOFError) as err:  # EOFError: an empty file
+        raise DataError(f"{poses_path}: cannot be read as a numpy array ({err or 'empty file'})") from None
     if poses.ndim != 2 or poses.shape[1] != 17:
         raise DataError(f"{poses_path}: expected one row of 17 floats per camera (LLFF), got shape {poses.shape}")
+    if not np.isfinite(poses).all():
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(poses))[:, 0]})
+        raise DataError(f"{poses_path}: NaN or infinite values in the rows of camera(s) {', '.join(f'cam{i:02d}' for i in bad)}")
     videos = _video_files(root)
     if len(videos) != len(poses):
         raise DataError(f"{root}: camera count mismatch, poses_bounds.npy describes {len(poses)} cameras but there are {len(videos)} videos (cam00.mp4 ...)")
@@ -68,6 +71,13 @@ def load_n3dv(root: str | Path, max_frames: int | None = None, downscale: int = 
     if max_frames is not None and n_frames < max_frames:
         short = [v.name for v, c in zip(videos, clips) if len(c) < max_frames]
         raise DataError(f"{root}: data.max_frames={max_frames} but {', '.join(short)} have fewer frames ({n_frames})")
+    if len({len(c) for c in clips}) > 1:  # silently cutting every camera to the shortest would hide a broken capture
+        lengths = ", ".join(f"{v.name} {len(c)}" for v, c in zip(videos, clips))
+        raise DataError(f"{root}: the cameras have different lengths ({lengths} frames); trim them to one length or set data.max_frames={n_frames}")
+    sizes = {c.shape[1:3] for c in clips}
+    if len(sizes) > 1:
+        listing = ", ".join(f"{v.name} {c.shape[2]}x{c.shape[1]}" for v, c in zip(videos, clips))
+        raise DataError(f"{root}: the cameras have different frame sizes ({listing}); N3DV cameras share one size")
     images = torch.from_numpy(np.stack([c[:n_frames] for c in clips], 1)).float() / 255  # [T, C, H, W, 3]
     if downscale > 1:
         t, c, h, w, _ = images.shape
@@ -87,7 +97,13 @@ def load_n3dv(root: str | Path, max_frames: int | None = None, downscale: int = 
 
     points_file = root / "points3D.npy"
     if points_file.is_file():
-        cloud = torch.from_numpy(np.load(points_file)).float()
+        try:
+            cloud = np.load(points_file)
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{points_file}: cannot be read as a numpy array ({err or 'empty file'})") from None
+        if cloud.ndim != 2 or cloud.shape[1] != 6 or not len(cloud) or not np.isfinite(cloud).all():
+            raise DataError(f"{points_file}: expected finite points as rows of 6 floats (xyz, rgb in [0, 1]), got shape {cloud.shape}")
+        cloud = torch.from_numpy(cloud).float()
         points, colors = cloud[:, :3], cloud[:, 3:6]
     else:
         points, colors = _random_points(cameras, poses[:, 15:], n_random_points, seed)

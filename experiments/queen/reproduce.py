@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.errors import ConfigError
 from shared.io import atomic_path
 from shared.plots import pyplot
 from shared.runs import Run
@@ -13,6 +14,16 @@ from .data import load_scene
 from .stream import stream
 
 PAPER = {"mb_per_frame": 0.7, "train_seconds_per_frame": 5.0, "render_fps": 350.0}  # N3DV, A100 (abstract, README)
+
+
+def check_config(cfg) -> None:
+    """What would fail minutes into a run, refused before it starts (shared.runner calls this)."""
+    if cfg.sh_degree not in (0, 1, 2, 3):
+        raise ConfigError(f"sh_degree={cfg.sh_degree}: spherical harmonics of degree 0 to 3 only (the renderers' range)")
+    if not cfg.data.root and cfg.data.n_cameras < 2:
+        raise ConfigError(f"data.n_cameras={cfg.data.n_cameras}: at least 2 (camera 0 is held out for testing, the others train)")
+    if not cfg.data.root and min(cfg.data.width, cfg.data.height) < 4:
+        raise ConfigError(f"data.width={cfg.data.width}, data.height={cfg.data.height}: at least 4 pixels a side")
 
 
 def reproduce(cfg, run: Run) -> None:

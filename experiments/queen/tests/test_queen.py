@@ -205,6 +205,48 @@ def test_n3dv_roundtrip_and_bad_folders(small_scene, tmp_path):
         load_n3dv(root)
 
 
+def test_damaged_n3dv_inputs_are_refused_with_one_line(small_scene, tmp_path):
+    from shared.video import read_video, write_video
+
+    def fresh(name):
+        return write_n3dv(small_scene, tmp_path / name)
+
+    def refused(root, pattern):
+        with pytest.raises(DataError, match=pattern) as err:
+            load_n3dv(root)
+        assert "\n" not in str(err.value)
+
+    root = fresh("empty_poses")
+    (root / "poses_bounds.npy").write_bytes(b"")
+    refused(root, "poses_bounds.npy: cannot be read")
+    root = fresh("nan_poses")
+    poses = np.load(root / "poses_bounds.npy")
+    poses[2, 3] = np.nan
+    np.save(root / "poses_bounds.npy", poses)
+    refused(root, "NaN or infinite values in the rows of camera.s. cam02")
+    root = fresh("short_camera")  # one camera shorter: used to cut the whole stream to its length
+    write_video(root / "cam03.mp4", read_video(root / "cam03.mp4")[:2], fps=30, crf=0)
+    refused(root, r"different lengths \(.*cam03.mp4 2.*\); trim them to one length or set data.max_frames=2")
+    assert load_n3dv(root, max_frames=2).images.shape[0] == 2  # the way out the message names
+    root = fresh("other_size")
+    write_video(root / "cam01.mp4", np.zeros((3, 20, 28, 3), np.uint8), fps=30, crf=0)
+    refused(root, "different frame sizes .*cam01.mp4 28x20")
+    root = fresh("bad_points")
+    np.save(root / "points3D.npy", np.zeros((10, 3)))
+    refused(root, r"points3D.npy: expected finite points as rows of 6 floats .* got shape \(10, 3\)")
+
+
+@pytest.mark.parametrize("override,needle", [("sh_degree=5", "degree 0 to 3"), ("data.n_cameras=1", "at least 2"),
+                                             ("data.width=abc", "must be an integer")])
+def test_impossible_settings_are_refused_before_a_run_starts(override, needle, tmp_path):
+    from shared.errors import StreamlabError
+    from shared.runner import reproduce
+
+    with pytest.raises(StreamlabError, match=needle):
+        reproduce("queen", "smoke", [override], outputs=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------- streaming ------------------
 
 
