@@ -101,3 +101,54 @@ def test_our_kernels_package_wins_and_transformers_does_not_take_it_for_hf_kerne
     for path, package in zip(out[:3], ("kernels", "shared", "experiments"), strict=True):
         assert path == str(REPO_ROOT / package / "__init__.py")
     assert out[3] == "False"
+
+
+def _imports(path, package: str) -> set[str]:
+    """Modules ``path`` imports, function-level imports included (they hid circles before)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+                names |= {module} | ({f"{module}.{a.name}" for a in node.names} if not node.module else set())
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def test_no_module_imports_itself_through_a_circle():
+    """stdo's evaluate <-> train circle was hidden by function-level imports; the kernel reference
+    built on shared/streaming while shared/streaming imported the kernel."""
+    import graphlib
+
+    modules = {}
+    for folder in ("shared", "kernels", "experiments"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            if "tests" in path.parts:
+                continue
+            name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+            package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+            modules[name.removesuffix(".__init__")] = (path, package.removesuffix(".__init__"))
+    graph = {name: {m for m in _imports(path, package) if m in modules and m != name} for name, (path, package) in modules.items()}
+    # a package's __init__ importing its own submodules is how packages work; the cycles that matter are between modules
+    for name in graph:
+        graph[name] = {m for m in graph[name] if not (name.startswith(m + ".") and modules[m][0].name == "__init__.py")}
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        pytest.fail(f"import circle: {' -> '.join(err.args[1])}")
+
+
+def test_a_kernels_library_code_imports_nothing_from_shared():
+    """kernels/ sits under shared/: a reference is plain torch (benchmarks and AOT tools may use shared/)."""
+    tools = {"bench.py", "aot.py", "parity.py"}
+    for path in (REPO_ROOT / "kernels").rglob("*.py"):
+        if path.name in tools:
+            continue
+        package = ".".join(path.relative_to(REPO_ROOT).parent.parts)
+        assert not {m for m in _imports(path, package) if m.split(".")[0] == "shared"}, path

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from .model import WDSR, bicubic_upsample
-from .patches import Grid, to_frames, to_patches
-from .train import to_float
+from .patches import Grid, to_float, to_frames, to_patches
 
 FINAL_SHAVE = 4  # official all-chunk metric; the per-chunk trainer logs shave scale + 4
 

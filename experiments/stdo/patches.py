@@ -87,3 +87,8 @@ def to_patches(frames: np.ndarray | torch.Tensor, rows: int, cols: int) -> torch
 def to_frames(patches: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """The inverse of ``to_patches``: [T * rows * cols, C, h, w] -> [T, rows * h, cols * w, C]."""
     return rearrange(patches, "(t r c) ch h w -> t (r h) (c w) ch", r=rows, c=cols)
+
+
+def to_float(batch_u8: torch.Tensor, device: str) -> torch.Tensor:
+    """uint8 pixels [..., 0-255] to float32 in [0, 1] on ``device``."""
+    return batch_u8.to(device, non_blocking=True).float().div_(255)

@@ -23,11 +23,8 @@ import torch.nn.functional as F
 from shared.io import atomic_torch_save
 from shared.progress import progress
 
-from .model import WDSR, bicubic_upsample
-
-
-def to_float(batch_u8: torch.Tensor, device: str) -> torch.Tensor:
-    return batch_u8.to(device, non_blocking=True).float().div_(255)
+from .model import WDSR
+from .patches import to_float
 
 
 def steps_for(cfg_train, n_train: int, multiplier: int = 1) -> int:
@@ -139,19 +136,3 @@ def train_general(images: list[np.ndarray], scale: int, cfg_general, model: WDSR
         model, lr, hr, lambda epoch: everything, int(cfg_general.steps), cfg_general.train,
         seed=cfg_general.seed, device=device, checkpoint=checkpoint, desc=f"general model x{scale}",
     )
-
-
-@torch.no_grad()
-def label_patches(model: WDSR | None, lr_patches: torch.Tensor, hr_patches: torch.Tensor, scale: int, shave: int, *, device: str, batch: int = 64) -> np.ndarray:
-    """Per-patch PSNR (float64, dB) of ``model``'s output, or of bicubic when ``model`` is None,
-    against the HR patch; quantised to 8 bits and shaved by ``shave`` pixels, as the official labels."""
-    from .evaluate import patch_mse
-
-    mse = []
-    for start in range(0, len(lr_patches), batch):
-        x = to_float(lr_patches[start : start + batch], device)
-        sr = bicubic_upsample(x, scale) if model is None else model.to(device).eval()(x)
-        mse.append(patch_mse(sr, hr_patches[start : start + batch].to(device), shave))
-    mse = torch.cat(mse).cpu().numpy()
-    with np.errstate(divide="ignore"):
-        return -10.0 * np.log10(mse)  # +inf for a perfect patch: sorts last, as in the official code

@@ -158,3 +158,25 @@ def test_triton_decode_loop_from_the_first_token_on_gpu(reposition):
         b = plain.attend(q.double(), k.double(), v.double(), rope=rope, backend="reference")
         worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
     assert worst < 1e-4
+
+
+def test_the_torch_only_reference_equals_the_cores_rope_masks_and_attention():
+    """The reference imports nothing from shared/ (so the core can build on the kernel); it must
+    still say exactly what the core's pieces say, rope positions apart from stream positions too."""
+    from kernels.ring_decode.reference import ring_decode_reference
+    from shared.streaming.attention import reference_attention
+    from shared.streaming.masks import SinkWindow, dense_mask
+
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 6, 96, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 37, 96, generator=g, dtype=torch.float64) for _ in range(2))
+    slot_pos = torch.randperm(200, generator=g)[:37]
+    slot_pos[[3, 17]] = -1  # empty slots
+    rope_pos = torch.argsort(torch.argsort(slot_pos))  # in-cache ranks
+    q_pos, q_rope, sinks, window = 150, 40, 4, 60
+    got = ring_decode_reference(q, k, v, slot_pos, rope_pos, q_pos=q_pos, q_rope_pos=q_rope, sinks=sinks, window=window, theta=1e4)
+    rope = Rope(96, theta=1e4)
+    allowed = dense_mask(SinkWindow(sinks, window), torch.tensor([q_pos]), slot_pos)
+    want, _ = reference_attention(rope.apply(q[:, :, None], torch.tensor([q_rope])), rope.apply(k, rope_pos), v, allowed, 96**-0.5)
+    assert allowed.sum() > 5 and (~allowed).sum() > 5
+    torch.testing.assert_close(got, want[:, :, 0], rtol=1e-12, atol=1e-12)

@@ -18,11 +18,12 @@ from experiments.stdo.evaluate import (
     upscale_frames,
     upscale_patches,
 )
+from experiments.stdo.labels import label_patches
 from experiments.stdo.method import Upscaler, fit_upscaler
 from experiments.stdo.model import WDSR, bicubic_upsample, count_parameters
 from experiments.stdo.patches import auto_grid, make_grid, to_frames, to_patches
 from experiments.stdo.tool import main as tool_main
-from experiments.stdo.train import label_patches, overfit
+from experiments.stdo.train import overfit
 from shared import registry
 from shared.config import compose
 from shared.errors import DataError
