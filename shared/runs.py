@@ -187,6 +187,18 @@ class Run:
         atomic_torch_save(path, state)
         return path
 
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, saved as ``checkpoints/result_<key>.pt``: a resumed run loads a finished
+        piece of work (one row on one clip, one chunk size) instead of doing it again."""
+        path = self.checkpoint_path(f"result_{key}")
+        if path.is_file():
+            import torch
+
+            return torch.load(path, weights_only=False)  # our own results: plain dicts of arrays and numbers
+        value = compute()
+        self.save_checkpoint(f"result_{key}", value)
+        return value
+
     def _write_meta(self) -> None:
         atomic_write_json(self.dir / "run.json", self.meta)
 

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -164,3 +165,21 @@ def test_runs_table_puts_headline_metrics_side_by_side(tmp_path):
     assert list(table["a:err"]) == [1.0, 0.5] and list(table["b:err"]) == [2.0, 1.0]
     assert "a:time" not in table.columns and set(table.status) == {"completed"}
     assert all(math.isfinite(v) for v in table["seconds"])
+
+
+def test_cached_work_is_computed_once_and_read_back_after_a_resume(tmp_path):
+    calls = []
+
+    def work():
+        calls.append(1)
+        return {"psnr": 31.5, "curve": np.arange(4.0)}
+
+    with pytest.raises(KeyboardInterrupt):
+        with Run.create("exp", "cpu", CFG, outputs=tmp_path) as run:
+            first = run.cached("row_a", work)
+            raise KeyboardInterrupt
+    with Run.resume(run.dir) as resumed:
+        again = resumed.cached("row_a", work)
+        other = resumed.cached("row_b", work)
+    assert len(calls) == 2 and again["psnr"] == first["psnr"] == other["psnr"]
+    assert np.array_equal(again["curve"], first["curve"])

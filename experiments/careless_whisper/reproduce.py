@@ -95,21 +95,21 @@ def reproduce(cfg, run: Run) -> None:
             if beam_size > 1 and chunk_ms not in cfg.eval.beam_chunks_ms:
                 continue
             key = f"{row}_{chunk_ms}ms" if chunk_ms else row
-            done = run.checkpoint_path(f"result_{key}")
-            if done.is_file():
-                results[(row, chunk_ms)] = torch.load(done, weights_only=False)
-                continue
-            if kind == "offline":
-                run_one = lambda a: offline(model, vocab, a)
-            elif kind == "local_agreement":
-                run_one = lambda a, c=chunk_ms: local_agreement(model, vocab, a, c)
-            else:
+
+            def transcriber(kind=kind, chunk_ms=chunk_ms, beam_size=beam_size, finetune=bool(row_cfg.method.finetune)):
+                """The row's transcription of one utterance (a streaming row fine-tunes its adapter first)."""
+                if kind == "offline":
+                    return lambda a: offline(model, vocab, a)
+                if kind == "local_agreement":
+                    return lambda a: local_agreement(model, vocab, a, chunk_ms)
                 chunking = Chunking(chunk_ms)
-                streaming_model = finetuned(chunking) if row_cfg.method.finetune else model
-                run_one = lambda a, m=streaming_model, c=chunking, b=beam_size: transcribe_stream(m, vocab, a, c, beam_size=b, **decode_options(cfg))
-            result = evaluate(run_one, test_prompts, audio, aligned, vocab)
-            run.save_checkpoint(f"result_{key}", result)
-            run.logger.log({k: v for k, v in result.items() if k != "hypotheses"}, scope=key)
+                streaming_model = finetuned(chunking) if finetune else model
+                return lambda a: transcribe_stream(streaming_model, vocab, a, chunking, beam_size=beam_size, **decode_options(cfg))
+
+            fresh = not run.checkpoint_path(f"result_{key}").is_file()  # else finished before an interruption
+            result = run.cached(key, lambda t=transcriber: evaluate(t(), test_prompts, audio, aligned, vocab))
+            if fresh:
+                run.logger.log({k: v for k, v in result.items() if k != "hypotheses"}, scope=key)
             results[(row, chunk_ms)] = result
     main = int(cfg.eval.main_chunk_ms)
     for row in cfg.eval.rows:

@@ -45,9 +45,10 @@ def prepare(cfg, clip_cfg, scale: int, device: str, run: Run | None = None) -> d
 
 def run_row(row_cfg, data: dict, seed: int, device: str, run: Run, key: str) -> dict:
     """Train, score, bundle and time one row on one clip/scale/seed; the result is checkpointed."""
-    done = run.checkpoint_path(f"result_{key}")
-    if done.is_file():
-        return torch.load(done, weights_only=False)
+    return run.cached(key, lambda: _run_row(row_cfg, data, seed, device, run, key))
+
+
+def _run_row(row_cfg, data: dict, seed: int, device: str, run: Run, key: str) -> dict:
     grid, n_frames = data["grid"], len(data["lr"])
     upscaler = fit_upscaler(
         row_cfg, data["lr_patches"], data["hr_patches"], data["labels"], grid, n_frames, seed=seed, device=device,
@@ -62,7 +63,6 @@ def run_row(row_cfg, data: dict, seed: int, device: str, run: Run, key: str) -> 
     result["fps"] = upscaling_fps(upscaler.models, chunk_map, data["lr"], grid, device=device, frames=int(row_cfg.eval.fps_frames))
     result["crop"] = _crop(sr, data, grid)
     result.pop("patch_mse")
-    run.save_checkpoint(f"result_{key}", result)
     return result
 
 

@@ -96,9 +96,11 @@ def measure_fps(method, model, cfg, text: torch.Tensor) -> float:
 
 
 def evaluate_row(row: str, method, model, cfg, ref: Reference, device: str, run: Run) -> dict:
-    done = run.checkpoint_path(f"result_{row}")
-    if done.is_file():
-        return torch.load(done, weights_only=False)
+    """One row's long rollouts, scored (cached in the run: a resumed run does not redo it)."""
+    return run.cached(row, lambda: _evaluate_row(method, model, cfg, ref, device, row))
+
+
+def _evaluate_row(method, model, cfg, ref: Reference, device: str, row: str) -> dict:
     text, colours = prompts(cfg)
     B = int(cfg.buffer)
     frames = int(cfg.eval.rollout_buffers) * B
@@ -119,7 +121,6 @@ def evaluate_row(row: str, method, model, cfg, ref: Reference, device: str, run:
     result["fps"] = measure_fps(method, model, cfg, text.to(device))
     result["per_frame_validity"] = np.stack([s["per_frame_validity"] for s in scores])
     result["strip"] = video[0, : int(cfg.eval.strip_frames)]
-    run.save_checkpoint(f"result_{row}", result)
     return result
 
 
