@@ -59,6 +59,27 @@ def atomic_copy(source: str | os.PathLike, destination: str | os.PathLike) -> Pa
     return Path(destination)
 
 
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, from_user: bool = False) -> Any:
+    """The one loading policy for torch files, so that no call site picks ``weights_only`` by itself.
+
+    A checkpoint a run wrote itself (``atomic_torch_save`` into its own directory) is trusted and
+    loaded in full: it may hold RNG states, numpy arrays and configs. A file a user hands in (an
+    STDO bundle, say) is loaded with ``weights_only=True``, so that loading it cannot run code.
+    Any file that cannot be read is a ``DataError`` naming it, in one line.
+    """
+    import torch
+
+    from .errors import DataError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=from_user)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except Exception as err:  # a truncated zip, not a torch file, pickled code in a user's file: one message
+        message = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {message})") from err
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` through a temporary file, for checkpoints that a kill must not corrupt."""
     import torch

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import provenance, runtime
 from .errors import RunError
-from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint
 from .logger import MetricLogger
 from .paths import outputs_root
 from .results import COLUMNS, read_csv, to_csv
@@ -192,9 +192,7 @@ class Run:
         piece of work (one row on one clip, one chunk size) instead of doing it again."""
         path = self.checkpoint_path(f"result_{key}")
         if path.is_file():
-            import torch
-
-            return torch.load(path, weights_only=False)  # our own results: plain dicts of arrays and numbers
+            return load_checkpoint(path)
         value = compute()
         self.save_checkpoint(f"result_{key}", value)
         return value

@@ -183,3 +183,28 @@ def test_cached_work_is_computed_once_and_read_back_after_a_resume(tmp_path):
         other = resumed.cached("row_b", work)
     assert len(calls) == 2 and again["psnr"] == first["psnr"] == other["psnr"]
     assert np.array_equal(again["curve"], first["curve"])
+
+
+class _Payload:
+    """A pickled object: loading it from a user's file could run code."""
+
+
+def test_one_checkpoint_policy_trusts_a_runs_own_files_and_not_a_users(tmp_path):
+    import torch
+
+    from shared.errors import DataError
+    from shared.io import atomic_torch_save, load_checkpoint
+
+    own = tmp_path / "own.pt"
+    atomic_torch_save(own, {"step": 3, "rng": torch.get_rng_state(), "curve": np.arange(3.0), "note": _Payload()})
+    state = load_checkpoint(own)
+    assert state["step"] == 3 and np.array_equal(state["curve"], np.arange(3.0)) and isinstance(state["note"], _Payload)
+    with pytest.raises(DataError, match="own.pt: not a readable checkpoint"):
+        load_checkpoint(own, from_user=True)  # weights only: the pickled object is refused
+    torch.save({"w": torch.ones(2)}, tmp_path / "weights.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "weights.pt", from_user=True)["w"], torch.ones(2))
+    (tmp_path / "cut.pt").write_bytes(own.read_bytes()[:100])
+    for path, words in ((tmp_path / "cut.pt", "not a readable checkpoint"), (tmp_path / "none.pt", "no such file")):
+        with pytest.raises(DataError, match=words) as err:
+            load_checkpoint(path)
+        assert "\n" not in str(err.value)

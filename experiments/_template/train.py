@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from shared import runtime
+from shared.io import load_checkpoint
 from shared.progress import progress
 from shared.runs import Run
 
@@ -68,7 +69,7 @@ def train(cfg: DictConfig, run: Run | None = None, scope: str = "fit") -> dict[s
     steps, start, seconds_before = cfg.optim.steps, 0, 0.0
     checkpoint = run.checkpoint_path(scope) if run is not None else None
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device)
+        state = load_checkpoint(checkpoint, device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, seconds_before = state["step"], state["seconds"]

@@ -123,7 +123,7 @@ def fit_adapter(model, utterances: list[list[Utterance]], chunking: Chunking, cf
     ``transcribe --adapter`` loads), with ``meta`` (model name, chunk size) beside it."""
     from pathlib import Path
 
-    from shared.io import atomic_torch_save, atomic_write_json
+    from shared.io import atomic_torch_save, atomic_write_json, load_checkpoint
 
     directory = Path(directory)
     state_path = directory / "training.pt"
@@ -133,7 +133,7 @@ def fit_adapter(model, utterances: list[list[Utterance]], chunking: Chunking, cf
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(cfg_train.warmup), total))
     start = 0
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=True, map_location=model_device(model))
+        state = load_checkpoint(state_path, model_device(model))
         for p, saved in zip(trainable, state["lora"]):
             p.data.copy_(saved)
         optimizer.load_state_dict(state["optimizer"])

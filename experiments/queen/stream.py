@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from shared.io import load_checkpoint
 from shared.metrics import psnr, ssim
 from shared.progress import progress
 
@@ -95,7 +96,7 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
     decoder = codec.StreamDecoder()
     start = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False, map_location=scene.device)
+        state = load_checkpoint(checkpoint, scene.device)
         start, records, extras, prev = state["next_frame"], state["records"], state["extras"], state["prev"]
         if state["codec"] is not None:
             rest = LatentDecoder(cfg.quant.f_rest.latent_dim, rest_width(cfg.sh_degree), cfg.quant.f_rest.basis, cfg.quant.f_rest.init_std).to(scene.device)

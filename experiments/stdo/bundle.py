@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from shared.errors import DataError
-from shared.io import atomic_torch_save
+from shared.io import atomic_torch_save, load_checkpoint
 
 from .method import Upscaler
 from .model import build
@@ -50,9 +50,9 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler,
     if not path.is_file():
         raise DataError(f"{path}: no such bundle (make one with `python -m experiments.stdo fit VIDEO`)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, not a torch file, pickled code: all mean the same to a user
-        raise DataError(f"{path}: not a readable STDO bundle ({type(err).__name__}: {str(err)[:120]}); re-run fit") from err
+        state = load_checkpoint(path, from_user=True)  # a bundle may come from anyone: weights only
+    except DataError as err:
+        raise DataError(f"{err}; not a readable STDO bundle, re-run fit") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DataError(f"{path}: not an STDO bundle of format {FORMAT}")
     grid = Grid(**state["grid"])

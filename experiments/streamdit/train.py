@@ -34,7 +34,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from shared import runtime
 from shared.errors import ConfigError
-from shared.io import atomic_torch_save
+from shared.io import atomic_torch_save, load_checkpoint
 from shared.progress import progress
 from shared.runs import Run
 
@@ -172,7 +172,7 @@ def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(t.weight_decay), betas=(0.9, 0.99))
     start, history, seconds = 0, [], 0.0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, device)
         check_checkpoint(state, mcfg, checkpoint)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -245,7 +245,7 @@ def load_model(cfg, checkpoint: Path, device: str = "cpu") -> StreamDiT:
     """A trained model from its checkpoint, refusing one trained with another configuration."""
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = load_checkpoint(checkpoint, device)
     mcfg = model_config(cfg)
     check_checkpoint(state, mcfg, checkpoint)
     model = StreamDiT(mcfg).to(device)
