@@ -8,7 +8,7 @@ Rows (conf/experiment/*.yaml): ``queen`` (gate + quantized latents), ``no_gate``
 
 from __future__ import annotations
 
-import statistics
+import itertools
 import time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from shared.io import load_checkpoint
 from shared.metrics import psnr, ssim
 from shared.progress import progress
+from shared.timing import median_seconds
 
 from . import codec
 from .model import Gaussians, LatentDecoder, render_gaussians, rest_width
@@ -62,16 +63,10 @@ def gate_scores(open_: torch.Tensor, dynamic: torch.Tensor | None) -> dict:
 
 @torch.no_grad()
 def render_fps(g: Gaussians, scene: Scene, backend: str, repeats: int = 20) -> float:
-    """Frames per second: median of ``repeats`` renders, over the test and training cameras."""
-    times = []
-    for i in range(repeats):
-        cam = scene.cameras[i % len(scene.cameras)]
-        start = time.perf_counter()
-        render_gaussians(g, cam, scene.background, backend=backend)
-        if g.xyz.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1.0 / statistics.median(times)
+    """Frames per second: median of ``repeats`` renders, over the test and training cameras in turn
+    (after one untimed render, which JIT-compiles gsplat on a GPU)."""
+    cameras = itertools.cycle(scene.cameras)
+    return 1.0 / median_seconds(lambda: render_gaussians(g, next(cameras), scene.background, backend=backend), repeats, g.xyz.is_cuda, warmup=1)
 
 
 def max_abs_difference(a: Gaussians, b: Gaussians) -> float:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
-import time
 
 import torch
+
+from shared.timing import median_seconds
 
 from . import render
 
@@ -32,18 +32,12 @@ def time_render(n: int, width: int, height: int, backend: str, device: str, repe
     params = scene(n, device)
     viewmat = torch.eye(4, device=device)
     K = torch.tensor([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1.0]], device=device)
-    times = []
-    for i in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def forward_backward():
         image, alpha, _ = render(*params, viewmat, K, width, height, impl=backend)
         (image.sum() + alpha.sum()).backward()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i:  # the first call warms up (and JIT-compiles gsplat)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return median_seconds(forward_backward, repeats, device == "cuda", warmup=1)  # the first call JIT-compiles gsplat
 
 
 def main(argv=None) -> None:
