@@ -152,3 +152,32 @@ def test_a_kernels_library_code_imports_nothing_from_shared():
             continue
         package = ".".join(path.relative_to(REPO_ROOT).parent.parts)
         assert not {m for m in _imports(path, package) if m.split(".")[0] == "shared"}, path
+
+
+def test_every_path_a_readme_names_exists():
+    """A README that names a moved file (stdo's label_patches in its old home) misleads a reader.
+    Paths are taken from `backticks`, from the repository root or the README's folder; a
+    `file.py::name` must define name. Placeholders (<clip>/...) and run outputs are not paths."""
+    import re
+
+    pattern = re.compile(r"`([A-Za-z_][\w.-]*(?:/[\w.-]+)+/?)(?:::(\w+))?(?:\([^`]*\))?`")  # also `file.py::f(args)`
+    missing = []
+    for readme in [REPO_ROOT / "README.md", *(p for folder in ("experiments", "kernels", "shared", "env", "notebooks") for p in (REPO_ROOT / folder).rglob("README.md"))]:
+        for match in pattern.finditer(readme.read_text()):
+            path, name = match.groups()
+            if path.startswith(("outputs/", ".venv/", "wandb/", "results/gpu")):
+                continue
+            found = next((c for c in (REPO_ROOT / path, readme.parent / path) if c.exists()), None)
+            if found is None or (name and not re.search(rf"^\s*(def|class) {name}\b", found.read_text(), re.MULTILINE)):
+                missing.append(f"{readme.relative_to(REPO_ROOT)}: {match.group(0)}")
+    assert not missing, missing
+
+
+def test_the_readme_names_exactly_the_experiments_with_a_hydra_train_entry():
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    sentence = re.search(r"Hydra `train` entry: (.*?) have one", readme, re.DOTALL).group(1)
+    named = set(re.findall(r"`(\w+)`", sentence))
+    entries = {p.parent.name for p in EXPERIMENTS_DIR.glob("*/train.py") if "@hydra.main" in p.read_text()}
+    assert entries and named == entries, (named, entries)

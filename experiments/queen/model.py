@@ -15,9 +15,6 @@ from torch import nn
 
 from kernels.splat import render
 
-ATTRIBUTES = ("xyz", "f_dc", "f_rest", "log_scale", "rot", "opacity_logit")
-WIDTHS = {"xyz": 3, "f_dc": 3, "log_scale": 3, "rot": 4, "opacity_logit": 1}  # f_rest: 3 * ((degree+1)^2 - 1)
-
 
 def rest_width(sh_degree: int) -> int:
     return 3 * ((sh_degree + 1) ** 2 - 1)

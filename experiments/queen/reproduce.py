@@ -13,8 +13,6 @@ from shared.runs import Run
 from .data import load_scene
 from .stream import stream
 
-PAPER = {"mb_per_frame": 0.7, "train_seconds_per_frame": 5.0, "render_fps": 350.0}  # N3DV, A100 (abstract, README)
-
 
 def check_config(cfg) -> None:
     """What would fail minutes into a run, refused before it starts (shared.runner calls this)."""

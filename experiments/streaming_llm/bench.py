@@ -2,20 +2,22 @@
 
 A benchmark, not a test (timings on shared CPUs are noisy; the claim is a ratio within one run):
 
-    python -m experiments.streaming_llm.bench --tokens 16384 --cache 256 --out flat.csv
+    python -m experiments.streaming_llm.bench --tokens 16384 --cache 256 --out flat.npz
 
 Streams the concatenated licence texts token by token through SinkWindowPolicy(sinks, cache) and
 compares the mean time per token over the first ``--span`` tokens after the cache fills with the
-last ``--span`` tokens of the stream. Writes per-token milliseconds and NLL to ``--out``.
+last ``--span`` tokens of the stream. Writes per-token milliseconds and NLL to ``--out`` (an npz
+with ``position``, ``ms``, ``nll``, like the other committed arrays), its summary and provenance
+to ``--out``.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -34,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sinks", type=int, default=4)
     parser.add_argument("--span", type=int, default=1000, help="tokens averaged at the start and the end")
     parser.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
-    parser.add_argument("--out", help="CSV of per-token ms and NLL")
+    parser.add_argument("--out", help="npz of per-token ms and NLL (a .npz name)")
     args = parser.parse_args(argv)
+    if args.out and not args.out.endswith(".npz"):
+        parser.error(f"--out {args.out}: give an .npz file name")
     if args.tokens < args.cache + 2 * args.span:
         parser.error(f"--tokens must be at least cache + 2 * span = {args.cache + 2 * args.span}")
 
@@ -47,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     first = ms[args.cache : args.cache + args.span].mean().item()
     last = ms[-args.span :].mean().item()
     if args.out:
-        with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["position", "ms", "nll"])
-            writer.writerows(zip(range(len(ms)), ms.tolist(), result.nll.tolist(), strict=True))
+        with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, position=np.arange(len(ms)), ms=ms.double().numpy(), nll=result.nll.double().numpy())
     summary = {"first_ms": first, "last_ms": last, "ratio": last / first, "ppl": math.exp(result.nll.mean().item()), "args": vars(args)}
     if args.out:
         record = provenance.collect()

@@ -38,10 +38,9 @@ import torch
 import triton
 import triton.language as tl
 
-# Significant bits of each exact piece of the frequency; positions below 2^(24 - PIECE_BITS) times
+# Significant bits of each exact piece of the frequency; positions below 2^(24 - PIECE_BITS) = 131072 times
 # a piece are exact in float32.
 PIECE_BITS = 7
-EXACT_POSITIONS = 1 << (24 - PIECE_BITS)
 # Elements of one broadcast tile [GROUP_PAD, BLOCK_N, HALF_PAD] per warp (16 fp32 registers per thread
 # per live tile). ptxas's report for sm_90 (python -m kernels.ring_decode.aot): at 512 no layout of
 # the test list spills (at most 209 registers, 128 for GQA groups of 4 and 8); at 1024 head dims 96

@@ -115,7 +115,7 @@ if not SMOKE:
 # computed from the committed per-token NLL.
 # About 45 minutes of CPU, so it is not re-run here: `streamlab reproduce streaming_llm --preset paper`,
 # then `shared.notebook.publish(<run dir>, "results/paper/16k", extras=["nll.npz"])`. Per-token cost over a
-# 16k-token stream (`python -m experiments.streaming_llm.bench`) is in `results/flatness_16k.csv.json`.
+# 16k-token stream (`python -m experiments.streaming_llm.bench`) is in `results/flatness_16k.npz.json`.
 
 # %%
 import json
@@ -137,7 +137,7 @@ if paper_runs:
     bins.index.name = "predictions at positions"
     display(bins.round(2))
     display(figure_ppl_over_stream(curves, cache=1024, smooth=256, trained_window=8192))  # SmolLM2's max positions
-flat = Path("results/flatness_16k.csv.json")
+flat = Path("results/flatness_16k.npz.json")
 if flat.is_file():
     f = json.loads(flat.read_text())
     print(f"sink 4+252 over 16k tokens: {f['first_ms']:.1f} ms/token just after the cache fills, {f['last_ms']:.1f} ms/token at the end (ratio {f['ratio']:.3f})")

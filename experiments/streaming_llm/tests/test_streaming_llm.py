@@ -150,3 +150,22 @@ def test_real_model_numbers_match_the_recorded_golden(real_ppl):
     golden = {"dense": 18.73, "window": 41.74, "sink": 24.34}  # the handbook brief's measurement
     for name, value in golden.items():
         assert real_ppl[name].ppl() == pytest.approx(value, rel=0.02), name
+
+
+def test_the_flatness_bench_writes_npz_arrays_beside_its_summary(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from experiments.streaming_llm.bench import main
+
+    out = tmp_path / "flat.npz"
+    assert main(["--model", "tiny", "--tokens", "48", "--cache", "8", "--span", "10", "--out", str(out)]) == 0
+    arrays, summary = np.load(out), json.loads(out.with_name("flat.npz.json").read_text())
+    assert list(arrays["position"]) == list(range(47))  # a prediction per token after the first
+    assert np.isfinite(arrays["nll"]).all() and (arrays["ms"] > 0).all() and len(arrays["nll"]) == 47
+    first, last = arrays["ms"][8:18].mean(), arrays["ms"][-10:].mean()
+    assert summary["ratio"] == pytest.approx(last / first) and summary["provenance"]["git"]
+    with pytest.raises(SystemExit):
+        main(["--model", "tiny", "--out", str(tmp_path / "flat.csv")])
+    assert ".npz" in capsys.readouterr().err
