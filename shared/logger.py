@@ -72,6 +72,8 @@ class MetricLogger:
         project: str = "streamlab",
         entity: str | None = None,
         tags: tuple[str, ...] = (),
+        run_id: str | None = None,
+        job_type: str | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
@@ -82,15 +84,20 @@ class MetricLogger:
         if self.mode != "disabled":
             import wandb
 
+            # A resumed StreamLab run continues the same wandb run (the id is kept in run.json), so
+            # one wandb run holds the whole table, as metrics.jsonl does.
             self._wandb_run = wandb.init(
                 project=project,
                 entity=entity,
                 name=name,
                 group=group,
-                tags=list(tags),
+                job_type=job_type,
+                tags=[t[:64] for t in tags],  # wandb's limit on a tag
                 config=dict(config or {}),
                 dir=str(self.run_dir),
                 mode=self.mode,
+                id=run_id,
+                resume="allow" if run_id else None,
                 settings=wandb.Settings(silent=True),
             )
 
@@ -121,6 +128,28 @@ class MetricLogger:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self._wandb_run.summary[f"{prefix}{k}"] = v
+
+    def config(self, values: Mapping[str, Any]) -> None:
+        """Add to the run's config (each table row's resolved config, say)."""
+        if self._wandb_run is not None:
+            self._wandb_run.config.update(dict(values), allow_val_change=True)
+
+    def image(self, name: str, path: str | os.PathLike) -> None:
+        """A saved figure, shown in wandb as an image (the file in the run directory is the record)."""
+        if self._wandb_run is not None:
+            import wandb
+
+            self._wandb_run.log({f"figures/{name}": wandb.Image(str(path))})
+
+    def artifact(self, name: str, kind: str, paths: list[str | os.PathLike]) -> None:
+        """Files of the run (results.csv) as a versioned wandb artifact."""
+        if self._wandb_run is not None:
+            import wandb
+
+            artifact = wandb.Artifact(name, type=kind)
+            for path in paths:
+                artifact.add_file(str(path))
+            self._wandb_run.log_artifact(artifact)
 
     @property
     def wandb_dir(self) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -79,7 +80,9 @@ class Run:
             mode=wandb_cfg.get("mode"),
             project=wandb_cfg.get("project", "streamlab"),
             entity=wandb_cfg.get("entity"),
-            tags=(meta["preset"],),
+            tags=(f"preset:{meta['preset']}", *(f"override:{o}" for o in meta.get("overrides", ())), *meta.get("tags", ())),
+            run_id=meta.setdefault("wandb_id", secrets.token_hex(4)),  # kept in run.json: a resume continues this run
+            job_type=meta["experiment"],
         )
         self.meta["wandb_mode"] = self.logger.mode
         self._write_meta()
@@ -140,9 +143,15 @@ class Run:
         return self.meta["preset"]
 
     def compose_row(self, table: str, row: str) -> DictConfig:
+        """A table row's resolved config; recorded in the run (``configs/<table>_<row>.yaml``) and in wandb."""
         if self._composer is None:
             raise RunError("this run was created without a config composer; use shared.runner.reproduce")
-        return self._composer(row=(table, row))
+        cfg = self._composer(row=(table, row))
+        path = self.dir / "configs" / f"{table}_{row}.yaml"
+        if not path.is_file():
+            atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+            self.logger.config({"rows": {f"{table}/{row}": OmegaConf.to_container(cfg, resolve=True)}})
+        return cfg
 
     def has_row(self, table: str, row: str) -> bool:
         """True when results for this row are already recorded (a resumed run skips it)."""
@@ -177,7 +186,9 @@ class Run:
     def save_figure(self, fig, name: str) -> Path:
         from .plots import save_figure
 
-        return save_figure(fig, self.dir / "figures" / f"{name}.png")
+        path = save_figure(fig, self.dir / "figures" / f"{name}.png")
+        self.logger.image(name, path)
+        return path
 
     def checkpoint_path(self, name: str) -> Path:
         return self.dir / "checkpoints" / f"{name}.pt"
@@ -207,6 +218,8 @@ class Run:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         failed = exc_type is not None
+        if not failed:
+            self.logger.artifact(f"{self.experiment}-results", "results", [self.dir / "results.csv"])
         self.logger.close(failed=failed)
         self.meta["status"] = "interrupted" if exc_type is KeyboardInterrupt else ("failed" if failed else "completed")
         if failed:

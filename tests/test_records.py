@@ -208,3 +208,38 @@ def test_one_checkpoint_policy_trusts_a_runs_own_files_and_not_a_users(tmp_path)
         with pytest.raises(DataError, match=words) as err:
             load_checkpoint(path)
         assert "\n" not in str(err.value)
+
+
+def test_a_resumed_run_continues_the_same_wandb_run_with_every_rows_metrics(tmp_path, monkeypatch):
+    """Offline wandb: the interrupted attempt and the resumed one log to one run id, which then holds
+    every row (it used to start a second run of the same name, neither holding the whole table)."""
+    import experiments._template.reproduce as template
+    from shared.runner import reproduce
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    real_train = template.train
+
+    def interrupted_at_the_second_row(cfg, **kwargs):
+        if cfg.row.name == "linear":
+            raise KeyboardInterrupt
+        return real_train(cfg, **kwargs)
+
+    monkeypatch.setattr(template, "train", interrupted_at_the_second_row)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("_template", "smoke", ["trainer.seed=3"], outputs=tmp_path)
+    (run_dir,) = (tmp_path / "_template").iterdir()
+    first = json.loads((run_dir / "run.json").read_text())
+    assert first["status"] == "interrupted" and first["wandb_mode"] == "offline"
+    monkeypatch.setattr(template, "train", real_train)
+    reproduce("_template", resume=run_dir, outputs=tmp_path)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "completed" and meta["wandb_id"] == first["wandb_id"]
+    attempts = sorted(run_dir.glob("wandb/offline-run-*"))
+    assert len(attempts) == 2 and all(d.name.endswith(f"-{meta['wandb_id']}") for d in attempts), attempts
+    logged = b"".join(p.read_bytes() for d in attempts for p in d.glob("*.wandb"))
+    for row in ("constant", "linear", "mlp"):
+        assert f"fit/{row}/mse_over_floor".encode() in logged, row  # each row's result reached the one run
+        assert (run_dir / "configs" / f"fit_{row}.yaml").is_file()
+    assert b"preset:smoke" in logged and b"override:trainer.seed=3" in logged and b"figures/fit" in logged
