@@ -56,7 +56,7 @@ def _cmd_reproduce(args) -> int:
 def _cmd_runs(args) -> int:
     from .registry import discover
     from .results import format_value
-    from .runs import runs_table
+    from .runs import over_seeds, runs_table
 
     specs = {name: exp.spec for name, exp in discover().items()}
     if args.experiment and args.experiment not in specs:
@@ -65,10 +65,17 @@ def _cmd_runs(args) -> int:
     if table.empty:
         print("no local runs yet; start one with `make reproduce` or `streamlab reproduce <experiment>`")
         return 0
+    seeds = over_seeds(table)
     for experiment, part in table.groupby("experiment", sort=False):
         part = part.dropna(axis=1, how="all").drop(columns="experiment")
         print(f"== {experiment}")
         print(part.to_string(index=False, float_format=format_value, na_rep="-"))
+        mine = seeds[seeds.experiment == experiment] if not seeds.empty else seeds
+        for values in mine.to_dict("records"):
+            cells = [f"{k.removesuffix(' mean')} {format_value(v)} ± {format_value(values[k.removesuffix(' mean') + ' se'])}"
+                     for k, v in values.items() if k.endswith(" mean") and v == v]
+            print(f"  mean ± s.e. over {values['seeds']} seeds, {values['preset']}{' ' + values['overrides'] if values['overrides'] else ''}: "
+                  + "; ".join(cells))
         print()
     return 0
 

@@ -48,3 +48,20 @@ def plot_runs(runs, metric_columns: list[str], title: str = ""):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_learning_curves(curves_by_run: dict[str, dict[str, tuple[list, list]]], metric: str, title: str = ""):
+    """One panel per table row, one line per run: ``metric`` against the training step (from each
+    run's metrics.jsonl, see ``shared.runs.learning_curves``). Returns the figure."""
+    plt = pyplot()
+    scopes = sorted({scope for curves in curves_by_run.values() for scope in curves})
+    fig, axes = plt.subplots(1, max(1, len(scopes)), figsize=(3.2 * max(1, len(scopes)), 2.8), squeeze=False)
+    for ax, scope in zip(axes[0], scopes):
+        for run, curves in curves_by_run.items():
+            if scope in curves:
+                ax.plot(*curves[scope], label=run, lw=1)
+        ax.set(title=scope or "(run)", xlabel="step", ylabel=metric)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

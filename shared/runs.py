@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import provenance, runtime
 from .errors import RunError
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint
-from .logger import MetricLogger
+from .logger import MetricLogger, read_metrics
 from .paths import outputs_root
 from .results import COLUMNS, read_csv, to_csv
 
@@ -273,6 +273,9 @@ def runs_table(experiment: str | None = None, outputs: str | os.PathLike | None 
             "status": meta.get("status"),
             "commit": (meta.get("git", {}).get("sha") or "")[:8] + ("+dirty" if meta.get("git", {}).get("dirty") else ""),
             "seconds": meta.get("duration_s"),
+            # what differs from the preset (the seed apart: runs that differ only in it are one configuration)
+            "overrides": " ".join(o for o in meta.get("overrides", []) if not o.startswith(SEED_KEY + "=")),
+            "seed": _seed(directory),
         }
         spec = (specs or {}).get(line["experiment"])
         results = read_csv(directory / "results.csv") if (directory / "results.csv").is_file() else []
@@ -284,4 +287,49 @@ def runs_table(experiment: str | None = None, outputs: str | os.PathLike | None 
     return pd.DataFrame(lines)
 
 
-__all__ = ["Run", "RECORD_FILES", "COLUMNS", "list_runs", "runs_table"]
+SEED_KEY = "trainer.seed"
+
+
+def _seed(directory: Path) -> int | None:
+    """The run's training seed, from its resolved config (an override or the preset's default)."""
+    path = directory / "config.yaml"
+    if not path.is_file():
+        return None
+    value = OmegaConf.select(OmegaConf.load(path), SEED_KEY, default=None)
+    return None if value is None else int(value)
+
+
+def over_seeds(runs) -> Any:
+    """Completed runs of one configuration (experiment, preset, overrides) across seeds: for each
+    metric column the mean and its standard error (std / sqrt(n), n = seeds), with n; one line per
+    configuration that has at least two seeds."""
+    import pandas as pd
+
+    done = runs[runs.status == "completed"] if "status" in runs else runs
+    metrics = [c for c in done.columns if ":" in c]
+    lines = []
+    for (experiment, preset, overrides), part in done.groupby(["experiment", "preset", "overrides"], sort=False):
+        if part.seed.nunique() < 2:
+            continue
+        line = {"experiment": experiment, "preset": preset, "overrides": overrides, "seeds": part.seed.nunique()}
+        for column in metrics:
+            values = part[column].dropna()
+            if len(values) >= 2:
+                line[f"{column} mean"] = values.mean()
+                line[f"{column} se"] = values.std(ddof=1) / len(values) ** 0.5
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def learning_curves(directory: str | os.PathLike, metric: str) -> dict[str, tuple[list, list]]:
+    """{scope (a table row): (steps, values)} of ``metric`` from a run's metrics.jsonl."""
+    curves: dict[str, tuple[list, list]] = {}
+    for record in read_metrics(Path(directory) / "metrics.jsonl"):
+        if metric in record and record.get("step") is not None:
+            steps, values = curves.setdefault(record.get("scope") or "", ([], []))
+            steps.append(record["step"])
+            values.append(record[metric])
+    return curves
+
+
+__all__ = ["Run", "RECORD_FILES", "COLUMNS", "list_runs", "runs_table", "over_seeds", "learning_curves"]

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -243,3 +244,26 @@ def test_a_resumed_run_continues_the_same_wandb_run_with_every_rows_metrics(tmp_
         assert f"fit/{row}/mse_over_floor".encode() in logged, row  # each row's result reached the one run
         assert (run_dir / "configs" / f"fit_{row}.yaml").is_file()
     assert b"preset:smoke" in logged and b"override:trainer.seed=3" in logged and b"figures/fit" in logged
+
+
+def test_runs_of_one_configuration_give_a_mean_and_standard_error_over_seeds(tmp_path):
+    from shared.registry import discover
+    from shared.runner import reproduce
+    from shared.runs import learning_curves, over_seeds, runs_table
+
+    for seed in (0, 1, 2):
+        reproduce("_template", "smoke", [f"trainer.seed={seed}"], outputs=tmp_path)
+    reproduce("_template", "smoke", ["optim.lr=0.02"], outputs=tmp_path)  # another configuration, one seed
+    table = runs_table("_template", tmp_path, {n: e.spec for n, e in discover().items()})
+    assert sorted(table.seed) == [0, 0, 1, 2] and set(table.overrides) == {"", "optim.lr=0.02"}
+    (line,) = over_seeds(table).to_dict("records")  # the lr run has one seed: no line
+    values = table[table.overrides == ""]["mlp:mse_over_floor"]
+    assert line["seeds"] == 3 and line["overrides"] == ""
+    assert line["mlp:mse_over_floor mean"] == pytest.approx(values.mean())
+    assert line["mlp:mse_over_floor se"] == pytest.approx(values.std(ddof=1) / math.sqrt(3))
+    printed = subprocess.run([sys.executable, "-m", "shared.cli", "runs", "--outputs", str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert "mean ± s.e. over 3 seeds, smoke: " in printed and "overrides" in printed and "optim.lr=0.02" in printed
+    curves = learning_curves(tmp_path / "_template" / table.run.iloc[0], "train_loss")
+    assert set(curves) == {"constant", "linear", "mlp"}
+    steps, losses = curves["mlp"]
+    assert steps == sorted(steps) and len(steps) > 3 and losses[-1] < losses[0]

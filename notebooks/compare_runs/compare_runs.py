@@ -17,8 +17,9 @@
 # # Compare local runs
 #
 # Every run under `outputs/` (or `$STREAMLAB_OUTPUTS`), across experiments, with each table's
-# headline metric side by side: the comparison to make before opening wandb. Same data as
-# `streamlab runs`.
+# headline metric side by side, the overrides that make each run differ from its preset, the mean
+# and standard error over seeds of each configuration, and learning curves from each run's
+# `metrics.jsonl`: the comparison to make before opening wandb. Same data as `streamlab runs`.
 
 # %% tags=["parameters"]
 from shared.notebook import smoke
@@ -27,8 +28,11 @@ SMOKE = smoke()
 EXPERIMENT = None  # a name to look at one experiment only
 
 # %%
+from pathlib import Path
+
 from IPython.display import display
 
+from shared.paths import outputs_root
 from shared.plots import plot_runs
 from shared.registry import discover
 from shared.runs import runs_table
@@ -48,3 +52,35 @@ for experiment, part in ([] if runs.empty else runs.groupby("experiment", sort=F
         continue
     headline = {t.headline for t in specs[experiment].tables.values()} if experiment in specs else set()
     plot_runs(part, columns, title=f"{experiment}: {', '.join(sorted(headline))} per run")  # shown inline
+
+# %% [markdown]
+# ## Mean ± standard error over seeds
+# Runs of one configuration (experiment, preset, overrides) that differ only in `trainer.seed`;
+# s.e. = std / sqrt(seeds). A difference between two configurations is resolved only when it
+# exceeds about twice its standard error.
+
+# %%
+from shared.runs import over_seeds
+
+seeds = over_seeds(runs) if not runs.empty else runs
+if seeds.empty:
+    print("No configuration has completed runs with two seeds or more (e.g. `streamlab reproduce _template trainer.seed=1`).")
+else:
+    display(seeds)
+
+# %% [markdown]
+# ## Learning curves
+# The training loss logged by every completed run of each experiment, per table row.
+
+# %%
+from shared.plots import plot_learning_curves
+from shared.runs import learning_curves
+
+METRICS = ("train_loss", "loss")  # what the training loops log per step (the template, the others)
+for experiment, part in ([] if runs.empty else runs[runs.status == "completed"].groupby("experiment", sort=False)):
+    for metric in METRICS:
+        curves = {run: learning_curves(Path(outputs_root()) / experiment / run, metric) for run in part.run}
+        curves = {run: c for run, c in curves.items() if c}
+        if curves:
+            plot_learning_curves(curves, metric, title=f"{experiment}: {metric}")
+            break
