@@ -1,6 +1,7 @@
 """The ``streamlab`` command.
 
     streamlab list
+    streamlab new NAME [--from EXPERIMENT]
     streamlab reproduce <experiment|all> [--preset P] [--resume RUN_DIR] [key=value ...]
     streamlab runs [--experiment X]
     streamlab sync [--dry-run]
@@ -102,6 +103,18 @@ def _cmd_sync(args) -> int:
     return subprocess.call([sys.executable, "-m", "wandb", "sync", *map(str, pending)])
 
 
+def _cmd_new(args) -> int:
+    from .fork import fork
+
+    done = fork(args.name, args.source)
+    print(f"new experiment '{args.name}' from '{args.source}': {', '.join(done['written'])}")
+    print(f"  try it: streamlab reproduce {args.name} --preset smoke; its tests: pytest experiments/{args.name}")
+    if done["review"]:
+        print(f"  '{args.source}' is still named (table or row names, prose) in: "
+              + ", ".join(f"{path} ({count})" for path, count in done["review"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamlab", description="StreamLab: reproduce streaming-ML papers, compare runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -115,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--outputs", metavar="DIR", help="outputs root (default: $STREAMLAB_OUTPUTS or <repo>/outputs)")
     rep.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.seed=1 model=linear")
     rep.set_defaults(fn=_cmd_reproduce)
+
+    new = sub.add_parser("new", help="start an experiment from a copy of another (renames its modules, paths and notebook)")
+    new.add_argument("name", help="the new experiment's name (a Python package name)")
+    new.add_argument("--from", dest="source", default="_template", help="the experiment to copy (default: _template)")
+    new.set_defaults(fn=_cmd_new)
 
     runs = sub.add_parser("runs", help="local runs with their headline metrics side by side")
     runs.add_argument("--experiment", help="only this experiment")

@@ -31,7 +31,7 @@ USAGE_ERROR = 2
 def _compose(preset: str, overrides: list[str], row: tuple[str, str]):
     from shared import config, registry
 
-    return config.compose(registry.get("stdo"), preset, overrides, row=row)
+    return config.compose(registry.get(__package__.split(".")[1]), preset, overrides, row=row)
 
 
 def fit(args) -> Path:

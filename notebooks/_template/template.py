@@ -40,7 +40,9 @@ from shared import results
 from shared.notebook import publish, with_reference
 from shared.runner import reproduce
 
-run = reproduce("_template", PRESET, OVERRIDES)
+EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
+
+run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
 
 # %% [markdown]
 # ## The table, beside the reference

@@ -51,7 +51,9 @@ from shared import results
 from shared.notebook import publish
 from shared.runner import reproduce
 
-run = reproduce("stdo", PRESET, OVERRIDES)
+EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
+
+run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
 ours = results.load([run.dir / "results.csv"])
 value = ours.set_index(["row", "metric"])["value"]
 rows = list(dict.fromkeys(ours.row))

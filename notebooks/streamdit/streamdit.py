@@ -60,7 +60,9 @@ from shared import results
 from shared.notebook import publish
 from shared.runner import reproduce
 
-run_dir = Path(SHOW_RUN) if SHOW_RUN else reproduce("streamdit", PRESET, OVERRIDES).dir
+EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
+
+run_dir = Path(SHOW_RUN) if SHOW_RUN else reproduce(EXPERIMENT, PRESET, OVERRIDES).dir
 print("run:", run_dir, "| provenance:", json.loads((run_dir / "run.json").read_text())["git"])
 ours = results.load([run_dir / "results.csv"])
 value = ours.set_index(["table", "row", "metric"])["value"]

@@ -45,7 +45,9 @@ from shared import results
 from shared.notebook import publish, with_reference
 from shared.runner import reproduce
 
-run = reproduce("streaming_llm", PRESET, OVERRIDES)
+EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
+
+run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
 ours = results.load([run.dir / "results.csv"])
 
 # %% [markdown]

@@ -75,9 +75,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_every_row_config_selects_its_model():
+    """Each row runs the model its own file picks (a row may be named apart from its model, as a
+    fork's `mlp_deep` row with `override /model: mlp` would be), and carries its own name."""
+    from omegaconf import OmegaConf
+
     for row in EXPERIMENT.spec.tables["fit"].rows:
         cfg = config.compose(EXPERIMENT, "smoke", row=("fit", row))
-        assert cfg.model.kind == row and cfg.row.name == row
+        picked = OmegaConf.load(EXPERIMENT.conf_dir / "experiment" / f"fit_{row}.yaml").defaults[0]["override /model"]
+        assert cfg.model.kind == OmegaConf.load(EXPERIMENT.conf_dir / "model" / f"{picked}.yaml").kind and cfg.row.name == row
 
 
 @pytest.mark.slow

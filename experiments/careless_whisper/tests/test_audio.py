@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.careless_whisper.audio import (
+from shared.errors import DataError
+
+from ..audio import (
     StreamingMel,
     offline_log_mel,
     streamed_mel,
 )
-from experiments.careless_whisper.speech import clean_transcript, load_audio
-from shared.errors import DataError
+from ..speech import clean_transcript, load_audio
 
 
 @pytest.mark.parametrize("piece", [1, 37, 160, 4800, 10**6])

@@ -2,7 +2,7 @@
 
 import torch
 
-from experiments.careless_whisper.decode import first_unstable
+from ..decode import first_unstable
 
 
 def rows_with(values: dict[tuple[int, int], float], n: int, vocab: int = 6) -> torch.Tensor:
@@ -37,10 +37,9 @@ def test_streams_longer_than_30_s_start_new_windows_and_stay_bounded(tmp_path):
 
     import numpy as np
 
-    from experiments.careless_whisper.decode import StreamingTranscriber, Vocabulary
-    from experiments.careless_whisper.encoder import Chunking
-    from experiments.careless_whisper.weights import build_model, package_files
-
+    from ..decode import StreamingTranscriber, Vocabulary
+    from ..encoder import Chunking
+    from ..weights import build_model, package_files
     from .test_weights import tiny_variables
 
     _, data_dir = package_files("tiny.en")
@@ -111,8 +110,8 @@ class ScriptCache:
 def scripted_stream(script, beam_size, look_back=2, max_new=28):
     from types import SimpleNamespace
 
-    from experiments.careless_whisper.decode import streaming_transcriber
-    from experiments.careless_whisper.encoder import Chunking
+    from ..decode import streaming_transcriber
+    from ..encoder import Chunking
 
     EOT = 7
     vocab = SimpleNamespace(eot=EOT, start=[8, 9], suppress=[], suppress_begin=[], first_special=EOT + 2)  # 8, 9: start tokens
@@ -182,7 +181,7 @@ def test_at_most_max_new_tokens_per_chunk_and_eot_ends_the_chunk():
 
 
 def test_beam_rule_cuts_on_leaving_the_top_k_or_on_a_fall_with_a_lost_argmax():
-    from experiments.careless_whisper.decode import beam_unstable
+    from ..decode import beam_unstable
 
     tokens, previous = [1, 2, 3], [-0.5, -0.5, -0.5]
     rows = torch.full((3, 6), -5.0)

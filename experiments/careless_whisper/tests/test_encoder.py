@@ -4,13 +4,14 @@ masked, and incremental == masked prefix == truncated input."""
 import pytest
 import torch
 
-from experiments.careless_whisper.encoder import (
+from shared.streaming.masks import dense_mask
+
+from ..encoder import (
     Chunking,
     IncrementalEncoder,
     encode_prefix,
 )
-from experiments.careless_whisper.weights import load_whisper
-from shared.streaming.masks import dense_mask
+from ..weights import load_whisper
 
 
 @pytest.fixture(scope="module")

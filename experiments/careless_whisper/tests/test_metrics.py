@@ -2,8 +2,8 @@
 
 import pytest
 
-from experiments.careless_whisper.align import Word
-from experiments.careless_whisper.metrics import emission_lags, normalise, wer
+from ..align import Word
+from ..metrics import emission_lags, normalise, wer
 
 
 def test_wer_normalises_case_punctuation_and_numbers():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.careless_whisper.align import AlignmentError, Word, align, spoken_form
-from experiments.careless_whisper.targets import (
+from ..align import AlignmentError, Word, align, spoken_form
+from ..targets import (
     IGNORE,
     TokenSequence,
     sample_chunk_steps,
@@ -57,7 +57,7 @@ def test_numerals_are_spelled_for_the_aligner():
 
 
 def test_alignment_of_a_real_prompt_is_ordered_and_inside_the_audio(asterisk):
-    from experiments.careless_whisper.speech import load_audio
+    from ..speech import load_audio
 
     prompt = asterisk["auth-incorrect"]
     audio = load_audio(prompt.path)
@@ -72,6 +72,6 @@ def test_alignment_of_a_real_prompt_is_ordered_and_inside_the_audio(asterisk):
 
 @pytest.fixture(scope="module")
 def asterisk():
-    from experiments.careless_whisper.speech import load_prompts
+    from ..speech import load_prompts
 
     return {p.name: p for p in load_prompts()}

@@ -4,7 +4,9 @@ times consistent with the audio, and the schedule warms up and decays to zero.""
 import numpy as np
 import pytest
 
-from experiments.careless_whisper.train import change_speed, warmup_cosine
+from ..train import change_speed, warmup_cosine
+
+EXPERIMENT = __package__.split(".")[1]  # the folder this test lives in: a fork tests itself
 
 
 @pytest.mark.parametrize("speed", [0.9, 1.1])
@@ -31,13 +33,14 @@ def test_trainer_device_reaches_the_model():
     CPU. Here (no CUDA) asking for cuda must stop at once, before any model is loaded or trained."""
     import torch
 
-    from experiments.careless_whisper.reproduce import reproduce
     from shared import registry
     from shared.config import compose
 
+    from ..reproduce import reproduce
+
     if torch.cuda.is_available():
         pytest.skip("CUDA is available: tests/test_gpu.py runs the model there")
-    cfg = compose(registry.get("careless_whisper"), "smoke", ["trainer.device=cuda"])
+    cfg = compose(registry.get(EXPERIMENT), "smoke", ["trainer.device=cuda"])
     with pytest.raises(RuntimeError, match="trainer.device=cuda but CUDA is not available"):
         reproduce(cfg, run=None)
 
@@ -49,9 +52,9 @@ def test_streaming_transcription_and_the_training_loss_on_cuda_equal_the_cpu():
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from experiments.careless_whisper.decode import Vocabulary, transcribe_stream
-    from experiments.careless_whisper.encoder import Chunking
-    from experiments.careless_whisper.weights import package_files
+    from ..decode import Vocabulary, transcribe_stream
+    from ..encoder import Chunking
+    from ..weights import package_files
 
     try:
         _, data_dir = package_files("tiny.en")

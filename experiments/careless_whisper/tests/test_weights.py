@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.careless_whisper.ct2 import read_model_bin, write_model_bin
-from experiments.careless_whisper.weights import (
+from shared.errors import DataError
+
+from ..ct2 import read_model_bin, write_model_bin
+from ..weights import (
     build_model,
     package_files,
     read_package,
     to_state_dict,
 )
-from shared.errors import DataError
 
 
 def tiny_variables(rng, d=8, heads=2, ffn=12, vocab=40, layers=(2, 1), frames=10, targets=6):

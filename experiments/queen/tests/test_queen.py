@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.queen import codec
-from experiments.queen.model import (
+from shared import registry
+from shared.config import compose
+from shared.errors import DataError
+from shared.metrics import psnr
+
+from .. import codec
+from ..model import (
     Gaussians,
     LatentDecoder,
     PositionGate,
@@ -16,17 +21,15 @@ from experiments.queen.model import (
     render_gaussians,
     round_ste,
 )
-from experiments.queen.n3dv import load_n3dv, write_n3dv
-from experiments.queen.scene import synthetic_scene
-from experiments.queen.train import (
+from ..n3dv import load_n3dv, write_n3dv
+from ..scene import synthetic_scene
+from ..train import (
     PerGaussianParams,
     changed_pixels,
     viewspace_difference,
 )
-from shared import registry
-from shared.config import compose
-from shared.errors import DataError
-from shared.metrics import psnr
+
+EXPERIMENT = __package__.split(".")[1]  # the folder this test lives in: a fork tests itself
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +246,7 @@ def test_impossible_settings_are_refused_before_a_run_starts(override, needle, t
     from shared.runner import reproduce
 
     with pytest.raises(StreamlabError, match=needle):
-        reproduce("queen", "smoke", [override], outputs=tmp_path)
+        reproduce(EXPERIMENT, "smoke", [override], outputs=tmp_path)
     assert not any(tmp_path.iterdir())
 
 
@@ -252,11 +255,11 @@ def test_impossible_settings_are_refused_before_a_run_starts(override, needle, t
 
 def smoke_cfg(row="queen", **overrides):
     extra = [f"{k}={v}" for k, v in overrides.items()]
-    return compose(registry.get("queen"), "smoke", extra, row=("queen", row))
+    return compose(registry.get(EXPERIMENT), "smoke", extra, row=("queen", row))
 
 
 def test_stream_bitstream_decodes_to_the_trainer_state_and_static_gaussians_do_not_move(small_scene, tmp_path):
-    from experiments.queen.stream import stream
+    from ..stream import stream
 
     cfg = smoke_cfg()
     result = stream(small_scene, cfg, tmp_path / "bits")
@@ -278,7 +281,7 @@ def test_stream_bitstream_decodes_to_the_trainer_state_and_static_gaussians_do_n
 
 
 def test_queen_is_smaller_than_float_residuals(small_scene, tmp_path):
-    from experiments.queen.stream import stream
+    from ..stream import stream
 
     queen = stream(small_scene, smoke_cfg("queen"), tmp_path / "q")
     floats = stream(small_scene, smoke_cfg("no_quant"), tmp_path / "f")
@@ -287,11 +290,12 @@ def test_queen_is_smaller_than_float_residuals(small_scene, tmp_path):
 
 
 def test_a_killed_stream_resumes_after_the_last_completed_frame(small_scene, tmp_path, monkeypatch):
-    from experiments.queen import stream as stream_module
     from shared.runs import Run
 
+    from .. import stream as stream_module
+
     cfg = smoke_cfg()
-    with Run.create("queen", "smoke", cfg) as reference_run:
+    with Run.create(EXPERIMENT, "smoke", cfg) as reference_run:
         reference = stream_module.stream(small_scene, cfg, reference_run.dir / "bits", run=reference_run)
 
     real = stream_module.train_residual_frame
@@ -303,7 +307,7 @@ def test_a_killed_stream_resumes_after_the_last_completed_frame(small_scene, tmp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    run = Run.create("queen", "smoke", cfg)
+    run = Run.create(EXPERIMENT, "smoke", cfg)
     monkeypatch.setattr(stream_module, "train_residual_frame", dies_on_second_residual_frame)
     with pytest.raises(KeyboardInterrupt):
         stream_module.stream(small_scene, cfg, run.dir / "bits", run=run)
@@ -338,10 +342,10 @@ def test_gaussians_render_through_the_scene_camera(small_scene):
 def test_stream_on_cuda_through_gsplat_decodes_within_float_tolerance(tmp_path):
     """The GPU path end to end: scene, training and evaluation on CUDA (gsplat), decoder on the CPU."""
     pytest.importorskip("gsplat")
-    from experiments.queen.stream import stream
+    from ..stream import stream
 
     scene = synthetic_scene(n_frames=3, n_cameras=5, width=64, height=48, seed=5, device="cuda")
-    cfg = compose(registry.get("queen"), "smoke", ["trainer.device=cuda", "data.width=64", "data.height=48"], row=("queen", "queen"))
+    cfg = compose(registry.get(EXPERIMENT), "smoke", ["trainer.device=cuda", "data.width=64", "data.height=48"], row=("queen", "queen"))
     result = stream(scene, cfg, tmp_path / "bits")
     assert result["decode_max_abs_error"] < 1e-4  # CPU decoder vs CUDA trainer: matmul rounding only
     assert all(r["decoded_render_psnr_vs_trainer"] > 50 for r in result["per_frame"])

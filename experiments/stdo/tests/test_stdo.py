@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.stdo import chunking
-from experiments.stdo.bundle import load_bundle, save_bundle
-from experiments.stdo.data import downscale, load_video
-from experiments.stdo.evaluate import (
+from shared import registry
+from shared.config import compose
+from shared.errors import DataError
+from shared.metrics import psnr
+from shared.video import write_video
+
+from .. import chunking
+from ..bundle import load_bundle, save_bundle
+from ..data import downscale, load_video
+from ..evaluate import (
     patch_mse,
     psnr_from_mse,
     quantise,
@@ -18,21 +24,18 @@ from experiments.stdo.evaluate import (
     upscale_frames,
     upscale_patches,
 )
-from experiments.stdo.labels import label_patches
-from experiments.stdo.method import Upscaler, fit_upscaler
-from experiments.stdo.model import WDSR, bicubic_upsample, count_parameters
-from experiments.stdo.patches import auto_grid, make_grid, to_frames, to_patches
-from experiments.stdo.tool import main as tool_main
-from experiments.stdo.train import overfit
-from shared import registry
-from shared.config import compose
-from shared.errors import DataError
-from shared.metrics import psnr
-from shared.video import write_video
+from ..labels import label_patches
+from ..method import Upscaler, fit_upscaler
+from ..model import WDSR, bicubic_upsample, count_parameters
+from ..patches import auto_grid, make_grid, to_frames, to_patches
+from ..tool import main as tool_main
+from ..train import overfit
+
+EXPERIMENT = __package__.split(".")[1]  # the folder this test lives in: a fork tests itself
 
 
 def cfg(preset="smoke", row="stdo", overrides=()):
-    return compose(registry.get("stdo"), preset, list(overrides), row=("stdo", row))
+    return compose(registry.get(EXPERIMENT), preset, list(overrides), row=("stdo", row))
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +216,7 @@ def test_routing_sends_each_patch_to_its_chunk_model_and_stitches(carphone):
 
 
 def test_training_resumes_bit_identically_after_a_kill(carphone, tmp_path, monkeypatch):
-    import experiments.stdo.train as train_module
+    from .. import train as train_module
 
     _, _, _, lr_p, hr_p = carphone
     train_cfg = cfg(overrides=["train.steps=9", "train.checkpoint_every=4"]).train
@@ -245,7 +248,7 @@ def test_training_resumes_bit_identically_after_a_kill(carphone, tmp_path, monke
 def test_bundle_round_trip_and_corrupt_bundles(carphone, tmp_path):
     _, _lr, grid, lr_p, _ = carphone
     model_cfg = cfg().model
-    from experiments.stdo.model import build
+    from ..model import build
 
     models = [build(model_cfg, 2).eval() for _ in range(2)]
     for m in models:  # not the bicubic-only init
@@ -299,7 +302,7 @@ def test_vsd4k_folder_layout_loads_hr_and_its_own_lr(tmp_path):
     video = load_video(tmp_path / "clip")
     np.testing.assert_array_equal(video.frames, hr)
     np.testing.assert_array_equal(video.lowres[2], lr)
-    from experiments.stdo.data import lowres_frames
+    from ..data import lowres_frames
 
     np.testing.assert_array_equal(lowres_frames(video, 2), lr)  # its own LR, not a re-made bicubic
     assert lowres_frames(video, 4).shape == (3, 2, 3, 3)  # no X4 folder: Pillow bicubic
@@ -315,7 +318,7 @@ def test_fit_then_upscale_a_users_video_and_resume_after_a_kill(tmp_path, capsys
     args = ["fit", str(tmp_path / "talk.mp4"), "--scale", "2", "--chunks", "2", "--preset", "smoke", "--labels", "bicubic",
             "--out", str(bundle), "--lowres-out", str(tmp_path / "talk_lr.mp4"), "train.steps=8", "train.checkpoint_every=4"]
 
-    import experiments.stdo.train as train_module
+    from .. import train as train_module
 
     real_save, saves = train_module.atomic_torch_save, {"n": 0}
 

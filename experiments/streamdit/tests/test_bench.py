@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.streamdit.bench import ARCHS, benchmark, build_config, flops_per_step, main
-from experiments.streamdit.windows import window_attention
 from shared.streaming import Window3D, attend
+
+from ..bench import ARCHS, benchmark, build_config, flops_per_step, main
+from ..windows import window_attention
+
+EXPERIMENT = __package__.split(".")[1]  # the folder this test lives in: a fork tests itself
+
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,7 +46,7 @@ def test_command_line_errors_and_cpu_4b(capsys):
 
 
 def test_module_entry_point():
-    done = subprocess.run([sys.executable, "-m", "experiments.streamdit", "bench", "--steps", "2", "--warmup", "1"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", f"experiments.{EXPERIMENT}", "bench", "--steps", "2", "--warmup", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "random (speed depends on the architecture, not the weights)" in done.stdout and "FPS" in done.stdout

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from experiments.streamdit.data import VOCAB, find_objects, make_clip, tokens
+from ..data import VOCAB, find_objects, make_clip, tokens
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from experiments.streamdit.data import make_clip
-from experiments.streamdit.metrics import Reference, aggregate, score_video
+from ..data import make_clip
+from ..metrics import Reference, aggregate, score_video
 
 
 @pytest.fixture(scope="module")

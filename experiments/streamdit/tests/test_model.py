@@ -4,7 +4,7 @@ locality and the shift, zero-initialised output, clear errors, the 4B stand-in's
 import pytest
 import torch
 
-from experiments.streamdit.model import DiTConfig, StreamDiT, token_path_parameters
+from ..model import DiTConfig, StreamDiT, token_path_parameters
 
 TINY = DiTConfig(channels=2, frames=4, height=8, width=8, patch=2, dim=16, depth=1, heads=2, window=(1, 2, 2), vocab=10, text_len=3)
 

@@ -4,9 +4,9 @@ clips are independent, the cost columns count what runs."""
 import pytest
 import torch
 
-from experiments.streamdit.model import DiTConfig, StreamDiT
-from experiments.streamdit.sample import FrameSinkMemory, evaluations_per_frame, generate_clips, stream
-from experiments.streamdit.schedule import Partition, StreamQueue
+from ..model import DiTConfig, StreamDiT
+from ..sample import FrameSinkMemory, evaluations_per_frame, generate_clips, stream
+from ..schedule import Partition, StreamQueue
 
 CFG = DiTConfig(channels=3, frames=4, height=4, width=4, patch=2, dim=16, depth=2, heads=2, window=(2, 2, 2), vocab=16, text_len=2)
 
@@ -65,7 +65,7 @@ def test_frame_sink_cache_equals_recomputing_memory_from_the_kept_frames(sink, w
 
 def _stream_with_noise(model, text, part, frames, memory, x0):
     """``stream`` with its start noise replaced by ``x0`` and the queue noise from seed 11."""
-    from experiments.streamdit import sample
+    from .. import sample
 
     original = sample._noise
     first = {"done": False}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from experiments.streamdit.schedule import (
+from ..schedule import (
     Partition,
     StreamQueue,
     euler_sample,

@@ -11,18 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.streamdit.model import StreamDiT
-from experiments.streamdit.sample import guided
-from experiments.streamdit.schedule import Partition
-from experiments.streamdit.train import Batch, flow_matching_loss, load_model, make_batch, model_config, teacher_segment, train
 from shared.config import compose
 from shared.registry import get
+
+from ..model import StreamDiT
+from ..sample import guided
+from ..schedule import Partition
+from ..train import Batch, flow_matching_loss, load_model, make_batch, model_config, teacher_segment, train
+
+EXPERIMENT = __package__.split(".")[1]  # the folder this test lives in: a fork tests itself
+
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def smoke_cfg(**overrides):
-    cfg = compose(get("streamdit"), "smoke", [f"{k}={v}" for k, v in overrides.items()])
+    cfg = compose(get(EXPERIMENT), "smoke", [f"{k}={v}" for k, v in overrides.items()])
     return cfg
 
 
@@ -97,7 +101,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
 
 def _stop_after(cfg, stop: int, steps: int, path: Path):
     """Train a ``steps``-step schedule but die after ``stop`` steps (the checkpoint at ``stop`` stays)."""
-    import experiments.streamdit.train as t
+    from .. import train as t
 
     original = t.make_batch
     calls = {"n": 0}
@@ -136,8 +140,8 @@ import json, sys
 import torch
 from shared.config import compose
 from shared.registry import get
-from experiments.streamdit.train import distributed, parameter_checksum, train
-cfg = compose(get("streamdit"), "smoke", ["train.batch_size=4"])
+from ..train import distributed, parameter_checksum, train
+cfg = compose(get(EXPERIMENT), "smoke", ["train.batch_size=4"])
 torch.set_num_threads(1)
 model, _ = train(cfg, "flow", 3, 1e-3, None, chunk_sizes=[1, 2, 4, 8])
 rank, world = distributed()
@@ -166,7 +170,7 @@ def test_two_gloo_processes_under_torchrun_agree_with_each_other_and_with_one_pr
 def test_the_rank_agreement_check_hands_nccl_a_cuda_tensor():
     """NCCL refuses CPU tensors: the end-of-training check all-gathered a CPU checksum, which the
     gloo test above cannot see. The device it uses must follow the backend."""
-    from experiments.streamdit.train import collective_device
+    from ..train import collective_device
 
     assert collective_device("nccl", 3) == torch.device("cuda", 3)
     assert collective_device("gloo", 3) == torch.device("cpu")

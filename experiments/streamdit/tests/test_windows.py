@@ -4,9 +4,10 @@ with gradients, on odd grids; and the receptive field it promises."""
 import pytest
 import torch
 
-from experiments.streamdit.windows import window_attention
 from shared.streaming import Window3D, attend
 from shared.streaming.masks import dense_mask
+
+from ..windows import window_attention
 
 
 @pytest.mark.parametrize("grid, window, shift", [((4, 6, 4), (2, 3, 2), (0, 0, 0)), ((4, 6, 4), (2, 3, 2), (1, 1, 1)),

@@ -157,7 +157,7 @@ def test_the_flatness_bench_writes_npz_arrays_beside_its_summary(tmp_path, capsy
 
     import numpy as np
 
-    from experiments.streaming_llm.bench import main
+    from ..bench import main
 
     out = tmp_path / "flat.npz"
     assert main(["--model", "tiny", "--tokens", "48", "--cache", "8", "--span", "10", "--out", str(out)]) == 0
