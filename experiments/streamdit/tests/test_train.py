@@ -140,8 +140,8 @@ import json, sys
 import torch
 from shared.config import compose
 from shared.registry import get
-from ..train import distributed, parameter_checksum, train
-cfg = compose(get(EXPERIMENT), "smoke", ["train.batch_size=4"])
+from experiments.EXPERIMENT.train import distributed, parameter_checksum, train
+cfg = compose(get("EXPERIMENT"), "smoke", ["train.batch_size=4"])
 torch.set_num_threads(1)
 model, _ = train(cfg, "flow", 3, 1e-3, None, chunk_sizes=[1, 2, 4, 8])
 rank, world = distributed()
@@ -152,7 +152,7 @@ with open(sys.argv[1] + f"/rank{rank}.json", "w") as f:
 
 def test_two_gloo_processes_under_torchrun_agree_with_each_other_and_with_one_process(tmp_path):
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(WORKER.replace("EXPERIMENT", EXPERIMENT))  # a script outside the package: absolute names
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "STREAMLAB_PROGRESS": "0"}
     for folder, procs in (("two", 2), ("one", 1)):
         (tmp_path / folder).mkdir()
