@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,7 +101,9 @@ class Run:
         composer: Callable[..., DictConfig] | None = None,
     ) -> Run:
         directory = new_directory(outputs_root(outputs) / experiment, f"{timestamp()}-{preset}")
-        prov = provenance.collect()
+        # the command that makes this run again, whatever started it (a notebook's kernel says only ipykernel_launcher)
+        prov = provenance.collect(command=["streamlab", "reproduce", experiment, "--preset", preset, *overrides])
+        prov["process"] = list(sys.argv)
         diff = prov.pop("git_diff")
         atomic_write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         atomic_write_json(directory / "provenance.json", prov)

@@ -267,3 +267,12 @@ def test_runs_of_one_configuration_give_a_mean_and_standard_error_over_seeds(tmp
     assert set(curves) == {"constant", "linear", "mlp"}
     steps, losses = curves["mlp"]
     assert steps == sorted(steps) and len(steps) > 3 and losses[-1] < losses[0]
+
+
+def test_a_run_records_the_command_that_makes_it_again(tmp_path):
+    """From a notebook sys.argv is ipykernel_launcher; the provenance names the streamlab command."""
+    run = Run.create("exp", "cpu", CFG, overrides=["trainer.seed=2"], outputs=tmp_path)
+    prov = json.loads((run.dir / "provenance.json").read_text())
+    assert prov["command"] == ["streamlab", "reproduce", "exp", "--preset", "cpu", "trainer.seed=2"]
+    assert prov["process"] == sys.argv
+    run.logger.close()
