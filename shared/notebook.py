@@ -35,6 +35,76 @@ def with_reference(ours, reference: Iterable[Mapping]):
     return wide
 
 
+class Shown:
+    """What a notebook shows: a run (made just now, or named), or the results published beside the
+    notebook (``results/``, written by ``publish``). The same names reach both: ``file("arrays.npz")``,
+    ``figure("strip")``, ``table()``, ``config()``."""
+
+    def __init__(self, directory: str | os.PathLike, run=None):
+        self.dir = Path(directory)
+        self.run = run
+        self.published = not (self.dir / "run.json").is_file()
+
+    def file(self, name: str) -> Path:
+        path = self.dir / name
+        if not path.is_file():
+            raise RunError(f"{path} is missing: {'publish a complete run again' if self.published else 'the run did not make it'}")
+        return path
+
+    def figure(self, name: str) -> Path:
+        return self.file(f"{name}.png" if self.published else f"figures/{name}.png")
+
+    def table(self):
+        from . import results
+
+        return results.load([self.file("results.csv")])
+
+    def provenance(self) -> dict:
+        if self.published:
+            return json.loads(self.file("provenance.json").read_text())
+        meta = json.loads(self.file("run.json").read_text())
+        return {"experiment": meta["experiment"], "preset": meta["preset"], "overrides": meta["overrides"], "commit": meta["git"]["sha"],
+                "dirty": meta["git"]["dirty"], "date": meta.get("finished") or meta.get("started"), "run": self.dir.name}
+
+    def config(self):
+        """The run's resolved config. Results published before configs were published with them
+        get their preset's config as composed at this commit (said in one line)."""
+        from omegaconf import OmegaConf
+
+        if (self.dir / "config.yaml").is_file():
+            return OmegaConf.load(self.dir / "config.yaml")
+        from . import config, registry
+
+        prov = self.provenance()
+        print(f"(config of preset {prov['preset']} as composed at this commit: the published run predates published configs)")
+        return config.compose(registry.get(prov["experiment"]), prov["preset"], prov.get("overrides", []))
+
+    def describe(self) -> str:
+        p = self.provenance()
+        what = "published results" if self.published else f"run {p['run']}"
+        return (f"{what}: preset {p['preset']}{' ' + ' '.join(p['overrides']) if p.get('overrides') else ''}, commit {str(p.get('commit'))[:10]}"
+                f"{' (dirty)' if p.get('dirty') else ''}, {p.get('date')}")
+
+
+def show(experiment: str, preset: str | None, overrides: Iterable[str] = (), results_dir: str | os.PathLike = "results",
+         run_dir: str | os.PathLike | None = None) -> Shown:
+    """What the notebook shows. ``preset=None`` (the default): the published results, in seconds;
+    a preset name runs it now (``reproduce``); ``run_dir``: an existing run."""
+    if run_dir is not None:
+        shown = Shown(run_dir)
+    elif preset is None:
+        if not (Path(results_dir) / "results.csv").is_file():
+            raise RunError(f"no results published in {results_dir}/ yet: set PRESET = 'cpu' in the parameters cell to make them")
+        shown = Shown(results_dir)
+    else:
+        from .runner import reproduce
+
+        run = reproduce(experiment, preset, list(overrides))
+        shown = Shown(run.dir, run=run)
+    print(shown.describe())
+    return shown
+
+
 def publish(run, destination: str | os.PathLike, extras: Iterable[str] = ()) -> Path:
     """Copy a finished run's results.csv, figures, provenance and ``extras`` (file names in the run
     directory, e.g. ``nll.npz``) next to the notebook.
@@ -53,7 +123,7 @@ def publish(run, destination: str | os.PathLike, extras: Iterable[str] = ()) -> 
     atomic_copy(directory / "results.csv", destination / "results.csv")
     for figure in sorted((directory / "figures").glob("*.png")):
         atomic_copy(figure, destination / figure.name)
-    for name in extras:
+    for name in ("config.yaml", *extras):  # the resolved config travels with the numbers
         atomic_copy(directory / name, destination / name)
     prov = json.loads((directory / "provenance.json").read_text())
     with open(directory / "results.csv", newline="") as f:

@@ -73,3 +73,23 @@ def test_notebook_runs_at_smoke_preset(notebook, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors == []
     assert digest(notebook.parent) == before, "a smoke run changed committed files beside the notebook"
+
+
+@pytest.mark.parametrize("notebook", [n for n in NOTEBOOKS if n.parent.name != "compare_runs"], ids=lambda p: p.parent.name)
+def test_notebook_opens_on_the_published_results_in_seconds_without_a_run(notebook, monkeypatch):
+    """Run All with the default parameters shows the committed results/ (it used to start the cpu
+    preset, 8 to 36 minutes, and then rewrite tracked files)."""
+    import os
+    import time
+    from pathlib import Path
+
+    monkeypatch.setenv("STREAMLAB_SMOKE", "0")
+    before = digest(notebook.parent)
+    nb = nbformat.read(notebook, as_version=4)
+    start = time.monotonic()
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == [] and time.monotonic() - start < 60
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "stream")
+    assert "published results: preset" in text
+    assert digest(notebook.parent) == before and not any(Path(os.environ["STREAMLAB_OUTPUTS"]).glob("*/*/run.json"))

@@ -276,3 +276,24 @@ def test_a_run_records_the_command_that_makes_it_again(tmp_path):
     assert prov["command"] == ["streamlab", "reproduce", "exp", "--preset", "cpu", "trainer.seed=2"]
     assert prov["process"] == sys.argv
     run.logger.close()
+
+
+def test_a_published_run_reads_back_like_the_run_itself(tmp_path):
+    """The notebooks show a run or its published copy through the same names (shared.notebook.show)."""
+    from shared.errors import RunError
+    from shared.notebook import Shown, publish, show
+    from shared.runner import reproduce
+
+    with pytest.raises(RunError, match="no results published"):
+        show("_template", None, results_dir=tmp_path / "nothing")
+    run = reproduce("_template", "cpu", ["trainer.seed=4", "optim.steps=60"], outputs=tmp_path / "outputs")  # smoke runs are never published
+    published = publish(run, tmp_path / "results")
+    live, copy = Shown(run.dir, run=run), show("_template", None, results_dir=published)
+    assert copy.published and not live.published
+    assert copy.table().equals(live.table()) and copy.figure("fit").read_bytes() == live.figure("fit").read_bytes()
+    assert copy.config() == live.config() and copy.config().trainer.seed == 4  # the config is published with the numbers
+    prov = copy.provenance()
+    assert prov["command"] == ["streamlab", "reproduce", "_template", "--preset", "cpu", "trainer.seed=4", "optim.steps=60"]
+    assert copy.describe().startswith("published results: preset cpu trainer.seed=4 optim.steps=60")
+    with pytest.raises(RunError, match="missing"):
+        copy.file("arrays.npz")

@@ -28,7 +28,10 @@
 from shared.notebook import smoke
 
 SMOKE = smoke()  # STREAMLAB_SMOKE=1 -> smoke preset (CI)
-PRESET = "smoke" if SMOKE else "cpu"
+# None: show the results published in results/ (seconds). A preset name ("cpu", "paper") runs it
+# now into outputs/ (see the README for how long); PUBLISH = True then copies that run into results/.
+PRESET = "smoke" if SMOKE else None
+PUBLISH = False
 OVERRIDES = []  # Hydra overrides, e.g. ["trainer.seed=1"]
 
 # %%
@@ -36,26 +39,24 @@ from pathlib import Path
 
 from IPython.display import Image, display
 
-from shared import results
-from shared.notebook import publish, with_reference
-from shared.runner import reproduce
+from shared.notebook import publish, show, with_reference
 
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
-run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
+shown = show(EXPERIMENT, PRESET, OVERRIDES)
 
 # %% [markdown]
 # ## The table, beside the reference
 # The reference is theoretical rather than a paper's: the Bayes-optimal error (`mse_over_floor` = 1).
 
 # %%
-ours = results.load([run.dir / "results.csv"])
+ours = shown.table()
 reference = [{"row": "bayes-optimal", "metric": "mse_over_floor", "value": 1.0, "setting": "noise variance", "source": "theory"}]
 table = with_reference(ours, reference)
 display(table.round(4))
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "fit.png")))
+display(Image(filename=str(shown.figure("fit"))))
 
 # %% [markdown]
 # ## What the template claims
@@ -70,5 +71,5 @@ assert 0.8 < floor["mlp"] < (2.5 if SMOKE else 1.5), floor["mlp"]
 print(f"mlp test MSE = {floor['mlp']:.3f} x noise floor; linear {floor['linear']:.1f}x; constant {floor['constant']:.1f}x")
 
 # %%
-if not SMOKE:
-    print("published to", publish(run, Path("results")))
+if PUBLISH:
+    print("published to", publish(shown.run, Path("results")))

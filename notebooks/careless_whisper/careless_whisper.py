@@ -39,7 +39,10 @@
 from shared.notebook import smoke
 
 SMOKE = smoke()  # STREAMLAB_SMOKE=1: 4 training and 3 test prompts, one epoch: plumbing only (CI)
-PRESET = "smoke" if SMOKE else "cpu"
+# None: show the results published in results/ (seconds). A preset name ("cpu", "paper") runs it
+# now into outputs/ (see the README for how long); PUBLISH = True then copies that run into results/.
+PRESET = "smoke" if SMOKE else None
+PUBLISH = False
 OVERRIDES = []
 
 # %%
@@ -50,14 +53,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, display
 
-from shared import results
-from shared.notebook import publish
-from shared.runner import reproduce
+from shared.notebook import publish, show
 
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
-run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
-ours = results.load([run.dir / "results.csv"])
+shown = show(EXPERIMENT, PRESET, OVERRIDES)
+ours = shown.table()
 value = ours.set_index(["row", "metric"])["value"]
 rows = list(dict.fromkeys(ours.row))
 chunks = sorted({int(m.removeprefix("wer_").removesuffix("ms")) for m in ours.metric if m.startswith("wer_") and m.endswith("ms")})
@@ -110,7 +111,7 @@ display(paper.round(2))
 # ## WER against chunk size
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "wer_vs_chunk.png")))
+display(Image(filename=str(shown.figure("wer_vs_chunk"))))
 
 # %% [markdown]
 # ## A timeline: committed words against the audio
@@ -118,8 +119,8 @@ display(Image(filename=str(run.dir / "figures" / "wer_vs_chunk.png")))
 # A word can only be emitted at a chunk end after it was spoken; the gap is the emission lag.
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "timeline.png")))
-timeline = json.loads((run.dir / "timeline.json").read_text())
+display(Image(filename=str(shown.figure("timeline"))))
+timeline = json.loads((shown.file("timeline.json")).read_text())
 print(timeline["prompt"], "|", " ".join(w for w, _ in timeline["emitted"]))
 
 # %% [markdown]
@@ -129,8 +130,8 @@ print(timeline["prompt"], "|", " ".join(w for w, _ in timeline["emitted"]))
 # positions end there); the decoder re-reads the hypothesis once per chunk.
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "cost_per_chunk.png")))
-cost = json.loads((run.dir / "cost.json").read_text())
+display(Image(filename=str(shown.figure("cost_per_chunk"))))
+cost = json.loads((shown.file("cost.json")).read_text())
 print({k: round(v, 3) if isinstance(v, float) else v for k, v in cost.items() if k not in ("encoder_ms", "decoder_ms", "text", "silence")})
 print("without speech:", cost["silence"])
 
@@ -142,7 +143,7 @@ print("without speech:", cost["silence"])
 # %%
 from experiments.careless_whisper.metrics import normalise
 
-hyps = json.loads((run.dir / "hypotheses.json").read_text())
+hyps = json.loads((shown.file("hypotheses.json")).read_text())
 key = f"careless_whisper_{main}ms"
 wrong = [(r, h) for r, h in zip(hyps["references"], hyps[key]) if normalise(r) != normalise(h)]
 print(f"{len(wrong)} of {len(hyps['references'])} prompts differ from the reference")
@@ -164,8 +165,8 @@ if not SMOKE:
     assert cost["encoder_ms_last_quarter"] < 1.5 * cost["encoder_ms_first_quarter"]
 
 # %%
-if not SMOKE:
-    print("published to", publish(run, Path("results"), extras=["hypotheses.json", "timeline.json", "cost.json"]))
+if PUBLISH:
+    print("published to", publish(shown.run, Path("results"), extras=["hypotheses.json", "timeline.json", "cost.json"]))
 
 # %% [markdown]
 # ## On a GPU

@@ -36,7 +36,10 @@
 from shared.notebook import smoke
 
 SMOKE = smoke()  # STREAMLAB_SMOKE=1: a toy scene, plumbing only (CI)
-PRESET = "smoke" if SMOKE else "cpu"
+# None: show the results published in results/ (seconds). A preset name ("cpu", "paper") runs it
+# now into outputs/ (see the README for how long); PUBLISH = True then copies that run into results/.
+PRESET = "smoke" if SMOKE else None
+PUBLISH = False
 OVERRIDES = []
 
 # %%
@@ -45,14 +48,12 @@ from pathlib import Path
 import numpy as np
 from IPython.display import Image, display
 
-from shared import results
-from shared.notebook import publish, with_reference
-from shared.runner import reproduce
+from shared.notebook import publish, show, with_reference
 
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
-run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
-ours = results.load([run.dir / "results.csv"])
+shown = show(EXPERIMENT, PRESET, OVERRIDES)
+ours = shown.table()
 
 # %% [markdown]
 # ## The table, beside the paper
@@ -76,9 +77,8 @@ display(with_reference(ours[ours.metric.isin(columns)], reference)[[c for c in c
 
 # %%
 for name in ("per_frame", "gates", "renders"):
-    path = run.dir / "figures" / f"{name}.png"
-    if path.is_file():
-        display(Image(filename=str(path)))
+    if name != "gates" or (shown.dir / ("gates.png" if shown.published else "figures/gates.png")).is_file():  # gates: only when a gate opened
+        display(Image(filename=str(shown.figure(name))))
 
 # %% [markdown]
 # ## What QUEEN claims, checked
@@ -103,8 +103,8 @@ if not SMOKE:
     )
 
 # %%
-if not SMOKE:
-    print("published to", publish(run, Path("results"), extras=["per_frame.npz"]))
+if PUBLISH:
+    print("published to", publish(shown.run, Path("results"), extras=["per_frame.npz"]))
 
 # %% [markdown]
 # ## On a GPU: gsplat against our reference renderer, and QUEEN's speed

@@ -37,7 +37,10 @@
 from shared.notebook import smoke
 
 SMOKE = smoke()  # STREAMLAB_SMOKE=1: 4 frames of one clip, a few steps: plumbing only (CI)
-PRESET = "smoke" if SMOKE else "cpu"
+# None: show the results published in results/ (seconds). A preset name ("cpu", "paper") runs it
+# now into outputs/ (see the README for how long); PUBLISH = True then copies that run into results/.
+PRESET = "smoke" if SMOKE else None
+PUBLISH = False
 OVERRIDES = []
 
 # %%
@@ -47,14 +50,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, display
 
-from shared import results
-from shared.notebook import publish
-from shared.runner import reproduce
+from shared.notebook import publish, show
 
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
-run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
-ours = results.load([run.dir / "results.csv"])
+shown = show(EXPERIMENT, PRESET, OVERRIDES)
+ours = shown.table()
 value = ours.set_index(["row", "metric"])["value"]
 rows = list(dict.fromkeys(ours.row))
 settings = [m.removeprefix("psnr_std_") for m in dict.fromkeys(ours.metric) if m.startswith("psnr_std_")]
@@ -114,22 +115,22 @@ display(gains.round(2))
 # cut points (k equal-size chunks; chunk 0, left, holds the hardest patches).
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "label_histograms.png")))
+display(Image(filename=str(shown.figure("label_histograms"))))
 
 # %% [markdown]
 # ## A crop around the hardest patch of the first frame
 # Ground truth, bicubic and the learned rows (seed 0; the title is the row's PSNR on the clip).
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "crops.png")))
+display(Image(filename=str(shown.figure("crops"))))
 
 # %% [markdown]
 # ## PSNR per frame over time, and the gain over bicubic per clip
 # Mean over seeds. Bikes has scene cuts, which the temporal chunks follow.
 
 # %%
-display(Image(filename=str(run.dir / "figures" / "per_frame.png")))
-display(Image(filename=str(run.dir / "figures" / "psnr_gain.png")))
+display(Image(filename=str(shown.figure("per_frame"))))
+display(Image(filename=str(shown.figure("psnr_gain"))))
 
 # %% [markdown]
 # ## What STDO claims, checked
@@ -158,8 +159,8 @@ if not SMOKE:
     print(f"STDO beats temporal chunks in {(margins['stdo - temporal'] > 0).sum()} of {len(settings)} settings")
 
 # %%
-if not SMOKE:
-    print("published to", publish(run, Path("results"), extras=["arrays.npz"]))
+if PUBLISH:
+    print("published to", publish(shown.run, Path("results"), extras=["arrays.npz"]))
 
 # %% [markdown]
 # ## On a GPU: WDSR-A training and 1080p upscaling

@@ -41,33 +41,31 @@ import os
 from shared.notebook import smoke
 
 SMOKE = smoke()  # STREAMLAB_SMOKE=1: tiny models, a few steps: plumbing only (CI)
-PRESET = "smoke" if SMOKE else "cpu"
+# None: show the results published in results/ (seconds). A preset name ("cpu", "paper") runs it
+# now into outputs/ (see the README for how long); PUBLISH = True then copies that run into results/.
+PRESET = "smoke" if SMOKE else None
+PUBLISH = False
 OVERRIDES = []
-# STREAMDIT_RUN=<run dir>: show a completed run of `streamlab reproduce streamdit` instead of
-# starting a new one (a killed run continues with `streamlab reproduce streamdit --resume <run dir>`)
+# STREAMDIT_RUN=<run dir>: show a completed run of `streamlab reproduce streamdit` (36 minutes on
+# 2 cores) instead (a killed run continues with `streamlab reproduce streamdit --resume <run dir>`)
 SHOW_RUN = os.environ.get("STREAMDIT_RUN")
 
 # %%
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from IPython.display import Image, display
-from omegaconf import OmegaConf
 
-from shared import results
-from shared.notebook import publish
-from shared.runner import reproduce
+from shared.notebook import publish, show
 
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
-run_dir = Path(SHOW_RUN) if SHOW_RUN else reproduce(EXPERIMENT, PRESET, OVERRIDES).dir
-print("run:", run_dir, "| provenance:", json.loads((run_dir / "run.json").read_text())["git"])
-ours = results.load([run_dir / "results.csv"])
+shown = show(EXPERIMENT, PRESET, OVERRIDES, run_dir=SHOW_RUN)
+ours = shown.table()
 value = ours.set_index(["table", "row", "metric"])["value"]
 rows = list(dict.fromkeys(ours[ours.table == "streamdit"].row))
-arrays = np.load(run_dir / "arrays.npz")
+arrays = np.load(shown.file("arrays.npz"))
 
 # %% [markdown]
 # ## Our table: long rollouts from held-out prompts
@@ -123,7 +121,7 @@ display(paper)
 # same prompt seed).
 
 # %%
-display(Image(filename=str(run_dir / "figures" / "strip.png")))
+display(Image(filename=str(shown.figure("strip"))))
 
 # %% [markdown]
 # ## Drift over time
@@ -131,7 +129,7 @@ display(Image(filename=str(run_dir / "figures" / "strip.png")))
 # drifts loses objects, colours or shapes as the rollout grows past its buffer.
 
 # %%
-display(Image(filename=str(run_dir / "figures" / "drift.png")))
+display(Image(filename=str(shown.figure("drift"))))
 late = {r: float(arrays[f"{r}/per_frame_validity"][:, -16:].mean()) for r in rows}
 print("validity over the last 16 frames:", {r: round(v, 3) for r, v in late.items()})
 
@@ -152,7 +150,7 @@ display(pd.DataFrame({n: {k: float(arrays[f"train/{n}/{k}"]) for k in ("loss_fir
 # %%
 assert np.isfinite(ours.value).all()
 MARGIN = 0.10  # validity points the student may lose against its teacher (stated before the run)
-prompts = OmegaConf.load(run_dir / "config.yaml").eval.prompts
+prompts = shown.config().eval.prompts
 mixed, c1, student = (cell("streamdit", r, "validity") for r in ("streamdit_mixed", "streamdit_c1", "distilled"))
 # "not worse": not below by more than the standard error of the difference over prompts
 se = np.hypot(cell("streamdit", "streamdit_mixed", "validity_std"), cell("streamdit", "streamdit_c1", "validity_std")) / np.sqrt(prompts)
@@ -171,8 +169,8 @@ display(checks)
 print("drift (first 16 minus last 16 frames of 160) per row:", {r: round(cell("streamdit", r, "drift"), 3) for r in rows})
 
 # %%
-if not SMOKE:
-    print("published to", publish(run_dir, Path("results"), extras=["arrays.npz"]))
+if PUBLISH:
+    print("published to", publish(shown.run, Path("results"), extras=["arrays.npz"]))
 
 # %% [markdown]
 # ## On a GPU: the 4B stand-in at 512p

@@ -32,7 +32,10 @@
 from shared.notebook import smoke
 
 SMOKE = smoke()  # STREAMLAB_SMOKE=1: a tiny random Llama, plumbing only (CI)
-PRESET = "smoke" if SMOKE else "cpu"
+# None: show the results published in results/ (seconds). A preset name ("cpu", "paper") runs it
+# now into outputs/ (see the README for how long); PUBLISH = True then copies that run into results/.
+PRESET = "smoke" if SMOKE else None
+PUBLISH = False
 OVERRIDES = []
 
 # %%
@@ -42,13 +45,12 @@ import pandas as pd
 from IPython.display import Image, display
 
 from shared import results
-from shared.notebook import publish, with_reference
-from shared.runner import reproduce
+from shared.notebook import publish, show, with_reference
 
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
-run = reproduce(EXPERIMENT, PRESET, OVERRIDES)
-ours = results.load([run.dir / "results.csv"])
+shown = show(EXPERIMENT, PRESET, OVERRIDES)
+ours = shown.table()
 
 # %% [markdown]
 # ## Perplexity, beside the paper
@@ -71,7 +73,7 @@ display(with_reference(ours[ours.metric.isin(columns)], reference)[columns].roun
 
 # %%
 for name in ("ppl_over_stream", "cache_sweep"):
-    display(Image(filename=str(run.dir / "figures" / f"{name}.png")))
+    display(Image(filename=str(shown.figure(name))))
 
 # %% [markdown]
 # ## Cost per token (measured in the same run)
@@ -104,8 +106,8 @@ if not SMOKE:
     )
 
 # %%
-if not SMOKE:
-    print("published to", publish(run, Path("results")))
+if PUBLISH:
+    print("published to", publish(shown.run, Path("results")))
 
 # %% [markdown]
 # ## Beyond the training window (paper preset, committed results)
