@@ -42,6 +42,7 @@ runs: setup
 # After editing a notebook's .py (or .ipynb), bring its pair back in step.
 notebooks-sync: setup
 	$(VENV)/bin/jupytext --sync notebooks/*/*.py
+	$(VENV)/bin/python -m shared.notebook clean notebooks/*/*.ipynb
 
 # The GPU pass (env/gpu/README.md): try it here, fetch the wheels the GPU machine lacks, publish what it returned.
 gpu-dry-run: setup

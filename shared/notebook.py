@@ -21,18 +21,22 @@ def smoke() -> bool:
 
 
 def with_reference(ours, reference: Iterable[Mapping]):
-    """Our tidy results beside reference numbers, wide: index (source, setting, row), columns metrics.
+    """Our tidy results beside reference numbers, one line per (row, metric): our value, then the
+    reference's value, setting and source (``paper`` or ``theory``) where there is one.
 
-    ``reference`` rows: ``{"row", "metric", "value", "setting", "source"}`` where ``source`` is
-    ``paper`` (or ``theory``) and ``setting`` names the paper's setting (model, data, hardware).
+    ``reference`` rows: ``{"row", "metric", "value", "setting", "source"}``; ``setting`` names the
+    paper's setting (model, data, hardware). A reference row that we do not run (a theoretical
+    optimum, say) gets its own line. Side by side rather than one line per source, so a metric the
+    paper does not report is one empty cell, not a line of them.
     """
     import pandas as pd
 
-    ours = ours.assign(source="ours", setting=lambda d: d["preset"].map(lambda p: f"StreamLab, {p} preset"))
-    both = pd.concat([ours, pd.DataFrame(list(reference))], ignore_index=True)
-    wide = both.pivot_table(index=["source", "setting", "row"], columns="metric", values="value", aggfunc="first", sort=False)
-    wide.columns.name = None
-    return wide
+    presets = sorted(set(ours["preset"]))
+    mine = ours[["row", "metric", "value"]].rename(columns={"value": f"ours (StreamLab, {', '.join(presets)} preset)"})
+    theirs = pd.DataFrame(list(reference), columns=["row", "metric", "value", "setting", "source"]).rename(
+        columns={"value": "reference", "setting": "reference setting", "source": "reference source"})
+    both = mine.merge(theirs, on=["row", "metric"], how="outer", sort=False)
+    return both.set_index(["row", "metric"])
 
 
 class Shown:
@@ -165,3 +169,39 @@ def gpu_results(results_dir: str | os.PathLike):
           f"Triton {prov.get('triton')}), commit {str(prov.get('commit'))[:10]}{' (dirty)' if prov.get('dirty') == 'true' else ''}; "
           f"GPU tests: {tests.get('passed', 0)} passed, {len(tests.get('failed', []))} failed, {tests.get('skipped', 0)} skipped")
     return pd.read_csv(folder / "figures.csv", keep_default_na=False, na_values=[""])
+
+
+def clean_outputs(path: str | os.PathLike) -> bool:
+    """Strip what a saved notebook should not carry: stderr streams (progress-bar frames, warnings)
+    and this machine's paths (the repository root becomes ``<repo>``). True when it changed."""
+    import nbformat
+
+    from .paths import REPO_ROOT
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
+        for output in cell.outputs:
+            if output.output_type == "stream":
+                output.text = output.text.replace(str(REPO_ROOT), "<repo>")
+            for kind, value in output.get("data", {}).items():
+                if isinstance(value, str) and not kind.startswith("image/"):
+                    output.data[kind] = value.replace(str(REPO_ROOT), "<repo>")
+    after = nbformat.writes(nb)
+    if after != before:
+        path.write_text(after + "\n", encoding="utf-8")
+    return after != before
+
+
+if __name__ == "__main__":  # python -m shared.notebook clean NOTEBOOK.ipynb ... (make notebooks-sync runs it)
+    import sys
+
+    if sys.argv[1:2] != ["clean"]:
+        raise SystemExit("usage: python -m shared.notebook clean NOTEBOOK.ipynb ...")
+    for name in sys.argv[2:]:
+        if clean_outputs(name):
+            print(f"cleaned {name}")

@@ -93,3 +93,31 @@ def test_notebook_opens_on_the_published_results_in_seconds_without_a_run(notebo
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "stream")
     assert "published results: preset" in text
     assert digest(notebook.parent) == before and not any(Path(os.environ["STREAMLAB_OUTPUTS"]).glob("*/*/run.json"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_committed_notebooks_carry_no_progress_frames_or_machine_paths(notebook):
+    """careless_whisper's notebook once held 1,655 tqdm outputs and this machine's paths."""
+    from shared.paths import REPO_ROOT
+
+    nb = nbformat.read(notebook, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "stream" and o.get("name") == "stderr"], "run `make notebooks-sync`"
+    text = nbformat.writes(nb)
+    assert str(REPO_ROOT) not in text and "/root/" not in text and "/home/" not in text
+
+
+def test_cleaning_strips_stderr_and_paths(tmp_path):
+    from shared.notebook import clean_outputs
+    from shared.paths import REPO_ROOT
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="100%|####| 3/3 [00:01<00:00]"),
+                    nbformat.v4.new_output("stream", name="stdout", text=f"run: {REPO_ROOT}/outputs/x\\n")]
+    nb.cells.append(cell)
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    assert clean_outputs(path) and not clean_outputs(path)
+    (out,) = nbformat.read(path, as_version=4).cells[0].outputs
+    assert out.text == "run: <repo>/outputs/x\\n"

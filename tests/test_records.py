@@ -297,3 +297,19 @@ def test_a_published_run_reads_back_like_the_run_itself(tmp_path):
     assert copy.describe().startswith("published results: preset cpu trainer.seed=4 optim.steps=60")
     with pytest.raises(RunError, match="missing"):
         copy.file("arrays.npz")
+
+
+def test_paper_numbers_sit_beside_ours_per_row_and_metric():
+    import pandas as pd
+
+    from shared.notebook import with_reference
+
+    ours = pd.DataFrame([{"row": r, "metric": m, "value": v, "preset": "cpu"} for r, m, v in
+                         (("sink", "ppl", 13.8), ("sink", "ms", 4.0), ("dense", "ppl", 628.0), ("dense", "ms", 9.0))])
+    reference = [{"row": "sink", "metric": "ppl", "value": 5.40, "setting": "Llama-2-13B, PG-19", "source": "paper"},
+                 {"row": "optimum", "metric": "ppl", "value": 1.0, "setting": "theory", "source": "theory"}]
+    table = with_reference(ours, reference)
+    assert len(table) == 5  # four of ours, one reference line we do not run; no NaN-padded line per source
+    assert table.loc[("sink", "ppl"), "ours (StreamLab, cpu preset)"] == 13.8 and table.loc[("sink", "ppl"), "reference"] == 5.40
+    assert table.loc[("sink", "ppl"), "reference setting"] == "Llama-2-13B, PG-19" and pd.isna(table.loc[("dense", "ms"), "reference"])
+    assert pd.isna(table.loc[("optimum", "ppl"), "ours (StreamLab, cpu preset)"])

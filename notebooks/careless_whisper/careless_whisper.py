@@ -13,8 +13,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # CarelessWhisper: Whisper made causal for streaming speech recognition
 #

@@ -70,7 +70,7 @@ reference = [
     {"row": "queen", "metric": "psnr", "value": 32.09, "setting": "N3DV 6-scene mean, released models (README)", "source": "paper"},
 ]
 columns = ["psnr", "ssim", "mb_per_frame", "mb_per_frame_estimate", "mb_per_residual_frame", "train_seconds_per_frame", "render_fps", "gate_precision", "gate_recall"]
-display(with_reference(ours[ours.metric.isin(columns)], reference)[[c for c in columns if c in set(ours.metric)]].round(4))
+display(with_reference(ours[ours.metric.isin(columns)], reference).round(4))
 
 # %% [markdown]
 # ## Per-frame size and quality; the gate over time; renders

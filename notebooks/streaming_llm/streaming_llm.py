@@ -66,7 +66,7 @@ reference = [
     {"row": "recompute", "metric": "ppl", "value": 5.43, "setting": "Llama-2-13B, PG-19 65K tokens (Figure 1, read off)", "source": "paper"},
 ]
 columns = ["ppl", "ppl_after_fill", "ms_per_token", "cache"]
-display(with_reference(ours[ours.metric.isin(columns)], reference)[columns].round(2))
+display(with_reference(ours[ours.metric.isin(columns)], reference).round(2))
 
 # %% [markdown]
 # ## Perplexity over the stream (Figure 3 analogue) and against cache size
