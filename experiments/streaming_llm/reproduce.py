@@ -3,6 +3,7 @@ window and sink methods, per-token NLL curves (saved as nll.npz) and the Figure-
 
 from __future__ import annotations
 
+import matplotlib.ticker
 import numpy as np
 
 from shared.io import atomic_path
@@ -76,6 +77,7 @@ def figure_cache_sweep(curves: dict):
         ax.plot(sizes, [np.exp(dense[c:].mean()) for c in sizes], "k--", label="dense (same tokens)")
     ax.set(xlabel="cache size S (entries)", ylabel="perplexity after the cache fills", xscale="log", yscale="log")
     ax.set_xticks(sizes, [str(c) for c in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # the log axis' own labels overlapped ours
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

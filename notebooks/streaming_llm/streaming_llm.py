@@ -140,7 +140,7 @@ if paper_runs:
     )
     bins.index.name = "predictions at positions"
     display(bins.round(2))
-    display(figure_ppl_over_stream(curves, cache=1024, smooth=256, trained_window=8192))  # SmolLM2's max positions
+    _ = figure_ppl_over_stream(curves, cache=1024, smooth=256, trained_window=8192)  # SmolLM2's max positions; shown once, inline
 flat = Path("results/flatness_16k.npz.json")
 if flat.is_file():
     f = json.loads(flat.read_text())

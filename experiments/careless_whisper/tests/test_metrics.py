@@ -20,3 +20,15 @@ def test_lags_match_words_in_order_even_when_the_normaliser_splits_them():
     emitted = [("kick", 0.9), ("them", 1.0), ("non", 1.5), ("administrator", 1.8), ("users", 2.4)]
     assert emission_lags(emitted, aligned) == pytest.approx([0.5, 0.3, 0.4])  # split word: its last piece
     assert emission_lags([], aligned) == []
+
+
+def test_the_wer_figure_has_no_negative_axis():
+    from omegaconf import OmegaConf
+
+    from ..reproduce import figure_wer
+
+    cfg = OmegaConf.create({"eval": {"rows": ["offline", "causal_untuned", "careless_whisper"]}})
+    results = {("offline", None): {"wer": 4.3}, ("causal_untuned", 300): {"wer": 2575.0}, ("causal_untuned", 1000): {"wer": 1013.0},
+               ("careless_whisper", 300): {"wer": 6.6}, ("careless_whisper", 1000): {"wer": 5.1}}
+    ax = figure_wer(results, cfg).axes[0]
+    assert ax.get_ylim()[0] == 0 and all(t >= 0 for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1])

@@ -169,3 +169,16 @@ def test_the_flatness_bench_writes_npz_arrays_beside_its_summary(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["--model", "tiny", "--out", str(tmp_path / "flat.csv")])
     assert ".npz" in capsys.readouterr().err
+
+
+def test_the_cache_sweep_figure_labels_only_the_cache_sizes():
+    import matplotlib.ticker
+    import numpy as np
+
+    from ..reproduce import figure_cache_sweep
+
+    g = np.random.default_rng(0)
+    curves = {f"{m}@{c}": g.uniform(2, 3, 600) for m in ("window", "sink", "dense") for c in (64, 128, 256)}
+    ax = figure_cache_sweep(curves).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["64", "128", "256"]
+    assert isinstance(ax.xaxis.get_minor_formatter(), matplotlib.ticker.NullFormatter)  # no 6x10^1 beside our 64
