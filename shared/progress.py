@@ -7,7 +7,9 @@ from collections.abc import Iterable
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None, **kwargs):
-    from tqdm import tqdm  # plain text bars: they work in terminals, logs and notebooks alike
+    # tqdm.auto: a text bar in terminals and logs, a widget in Jupyter (ipywidgets is installed), so a
+    # notebook's saved outputs hold one bar, not hundreds of text frames
+    from tqdm.auto import tqdm
 
     disable = bool(kwargs.pop("disable", False))  # e.g. ranks other than 0
     disable = disable or os.environ.get("STREAMLAB_PROGRESS", "1") == "0"
