@@ -99,6 +99,7 @@ class Run:
         overrides: list[str] | tuple[str, ...] = (),
         outputs: str | os.PathLike | None = None,
         composer: Callable[..., DictConfig] | None = None,
+        tags: tuple[str, ...] = (),
     ) -> Run:
         directory = new_directory(outputs_root(outputs) / experiment, f"{timestamp()}-{preset}")
         # the command that makes this run again, whatever started it (a notebook's kernel says only ipykernel_launcher)
@@ -118,6 +119,7 @@ class Run:
             "started": prov["date"],
             "git": prov["git"],
             "attempts": 1,
+            "tags": list(tags),
         }
         return cls(directory, meta, cfg, composer)
 
@@ -290,6 +292,21 @@ def runs_table(experiment: str | None = None, outputs: str | os.PathLike | None 
     return pd.DataFrame(lines)
 
 
+def sweep_tags() -> tuple[str, ...]:
+    """Inside a Hydra multirun job: the sweep (its folder's name) and the job number, as wandb tags,
+    so that a sweep's runs can be found together; () elsewhere."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):  # not inside a Hydra app
+        return ()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return ()
+    return (f"sweep:{Path(hydra_cfg.sweep.dir).name}", f"job:{hydra_cfg.job.num}")
+
+
 SEED_KEY = "trainer.seed"
 
 
@@ -335,4 +352,4 @@ def learning_curves(directory: str | os.PathLike, metric: str) -> dict[str, tupl
     return curves
 
 
-__all__ = ["Run", "RECORD_FILES", "COLUMNS", "list_runs", "runs_table", "over_seeds", "learning_curves"]
+__all__ = ["Run", "RECORD_FILES", "COLUMNS", "list_runs", "runs_table", "over_seeds", "learning_curves", "sweep_tags"]

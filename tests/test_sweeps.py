@@ -1,5 +1,6 @@
 """Hydra multirun on one table row: every sweep point becomes its own run directory."""
 
+import json
 import os
 import subprocess
 import sys
@@ -24,3 +25,6 @@ def test_local_multirun_sweep_writes_one_run_per_point(tmp_path):
     params = sorted(next(x["value"] for x in read_csv(r / "results.csv") if x["metric"] == "params") for r in runs)
     assert params[0] < params[1]
     assert not (REPO_ROOT / "multirun").exists() and not (tmp_path / "multirun").exists()
+    # the sweep's runs carry it as tags (wandb groups them by these), one job number each
+    tags = [json.loads((r / "run.json").read_text())["tags"] for r in runs]
+    assert len({t[0] for t in tags}) == 1 and tags[0][0].startswith("sweep:") and sorted(t[1] for t in tags) == ["job:0", "job:1"]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from shared import runtime
 from shared.io import load_checkpoint
 from shared.progress import progress
-from shared.runs import Run
+from shared.runs import Run, sweep_tags
 
 from . import SPEC
 from .data import make_data
@@ -111,7 +111,7 @@ def train(cfg: DictConfig, run: Run | None = None, scope: str = "fit") -> dict[s
 def main(cfg: DictConfig) -> float:
     """One config, one run directory; returns the headline metric (for Hydra sweepers)."""
     table = SPEC.tables[cfg.row.table]
-    with Run.create(EXPERIMENT, cfg.preset_name, cfg, overrides=list(HydraConfig.get().overrides.task)) as run:
+    with Run.create(EXPERIMENT, cfg.preset_name, cfg, overrides=list(HydraConfig.get().overrides.task), tags=sweep_tags()) as run:
         runtime.setup(cfg.trainer)
         metrics = train(cfg, run=run, scope=cfg.row.name)
         run.add_results(cfg.row.table, cfg.row.name, metrics)

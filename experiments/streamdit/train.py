@@ -36,7 +36,7 @@ from shared import runtime
 from shared.errors import ConfigError
 from shared.io import atomic_torch_save, load_checkpoint
 from shared.progress import progress
-from shared.runs import Run
+from shared.runs import Run, sweep_tags
 
 from .data import make_clip, tokens
 from .model import DiTConfig, StreamDiT
@@ -274,7 +274,7 @@ def main(cfg) -> float:
         if not path:
             raise ConfigError("the student needs distill.teacher=<path to a trained model_mixed.pt>")
         teacher = load_model(cfg, Path(path), device)
-    run = Run.create(EXPERIMENT, cfg.preset_name, cfg, overrides=list(HydraConfig.get().overrides.task)) if rank == 0 else None
+    run = Run.create(EXPERIMENT, cfg.preset_name, cfg, overrides=list(HydraConfig.get().overrides.task), tags=sweep_tags()) if rank == 0 else None
     directory = [str(run.dir) if run else None]
     if world > 1:
         dist.broadcast_object_list(directory, src=0)
