@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+import matplotlib.ticker
 import numpy as np
 import torch
 
@@ -246,7 +247,7 @@ def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: 
 
 def figure_wer(results, cfg):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig, ax = plt.subplots(figsize=(6.2, 3.2))
     for row in cfg.eval.rows:
         points = sorted((c, r["wer"]) for (rw, c), r in results.items() if rw == row and c is not None)
         if points:
@@ -256,6 +257,9 @@ def figure_wer(results, cfg):
     # symlog: the untuned causal model sits above 1000 %, the others near 5 %; WER is never negative
     ax.set(xscale="log", xlabel="chunk (ms)", ylabel="WER (%)", yscale="symlog", title="held-out Asterisk prompts")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
+    chunks = sorted({c for (_, c) in results if c is not None})
+    ax.set_xticks(chunks, [str(c) for c in chunks])  # the chunk sizes run, not the log axis' 3x10^2
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: no point hidden
     fig.tight_layout()
     return fig

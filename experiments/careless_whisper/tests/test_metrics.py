@@ -32,3 +32,4 @@ def test_the_wer_figure_has_no_negative_axis():
                ("careless_whisper", 300): {"wer": 6.6}, ("careless_whisper", 1000): {"wer": 5.1}}
     ax = figure_wer(results, cfg).axes[0]
     assert ax.get_ylim()[0] == 0 and all(t >= 0 for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["300", "1000"]
