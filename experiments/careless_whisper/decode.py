@@ -52,7 +52,13 @@ class Vocabulary:
         self.tokenizer = Tokenizer.from_file(str(Path(data_dir) / "tokenizer.json"))
         ids = special_ids(Path(data_dir) / "tokenizer.json")
         self.eot = ids["eot"]
-        multilingual = "en" in ids and "transcribe" in ids and self.tokenizer.get_vocab_size() > 51864
+        # Multilingual or English-only is the model's own vocabulary size (OpenAI's rule: n_vocab >= 51865);
+        # vocabulary.txt is the converted model's vocabulary, one token a line. The tokenizer's size is
+        # no guide: base's tokenizer.json holds 50,364 entries and used to get tiny.en's 2-token start.
+        n_vocab = len((Path(data_dir) / "vocabulary.txt").read_text(encoding="utf-8").splitlines())
+        multilingual = n_vocab >= 51865
+        if multilingual and not ("en" in ids and "transcribe" in ids):
+            raise ValueError(f"{data_dir}: a multilingual vocabulary ({n_vocab} tokens) without the <|en|> and <|transcribe|> tokens")
         self.start = [ids["sot"], ids["en"], ids["transcribe"], ids["no_timestamps"]] if multilingual else [ids["sot"], ids["no_timestamps"]]
         config = json.loads((Path(data_dir) / "config.json").read_text())
         self.suppress = sorted(set(config.get("suppress_ids", [])))

