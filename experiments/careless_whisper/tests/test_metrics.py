@@ -33,3 +33,17 @@ def test_the_wer_figure_has_no_negative_axis():
     ax = figure_wer(results, cfg).axes[0]
     assert ax.get_ylim()[0] == 0 and all(t >= 0 for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["300", "1000"]
+
+
+def test_the_paired_wer_difference_and_its_standard_error():
+    import numpy as np
+
+    from ..offline_compare import paired_difference
+
+    words = np.array([4, 6, 10, 3, 7])
+    a = np.array([1.0, 0.0, 2.0, 0.0, 1.0])
+    assert paired_difference(a, a, words) == (0.0, 0.0)  # the same utterances for both: no spread
+    diff, se = paired_difference(a, np.zeros(5), words)
+    assert diff == 100 * 4 / 30 and 0 < se < diff
+    shifted, _ = paired_difference(a + 1, a, words)
+    assert shifted == 100 * 5 / 30
