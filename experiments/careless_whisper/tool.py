@@ -33,13 +33,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-ms", type=int, default=300)
     p.add_argument("--adapter", help="a LoRA adapter folder saved by training (e.g. RUN/adapters/300ms/adapter)")
     p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    p.add_argument("--any-chunk", action="store_true", help="stream an adapter at a chunk size other than the one it was trained for")
     p.add_argument("--json", action="store_true")
     return p
 
 
-def check_adapter(path: Path, model: str, chunk_ms: int) -> None:
-    """An adapter folder written by training, for this model (another model's LoRA has other shapes);
-    a different chunk size only warns: it runs, but the adapter was trained for its own."""
+def check_adapter(path: Path, model: str, chunk_ms: int, any_chunk: bool = False) -> None:
+    """An adapter folder written by training, for this model (another model's LoRA has other shapes)
+    and this chunk size (an adapter streams well at the size it was trained for; ``any_chunk`` runs
+    it at another one anyway, with a warning)."""
     if not (path / "adapter_config.json").is_file():
         raise StreamlabError(f"no LoRA adapter at {path}: expected adapter_config.json there (training writes RUN/adapters/<ms>ms/adapter)")
     meta_path = path / "careless_whisper.json"
@@ -48,6 +50,9 @@ def check_adapter(path: Path, model: str, chunk_ms: int) -> None:
         if meta.get("model") != model:
             raise StreamlabError(f"adapter {path} was trained for Whisper {meta.get('model')}, not {model}: pass --model {meta.get('model')}")
         if meta.get("chunk_ms") != chunk_ms:
+            if not any_chunk:
+                raise StreamlabError(f"adapter {path} was trained for {meta.get('chunk_ms')} ms chunks, not {chunk_ms}: "
+                                     f"pass --chunk-ms {meta.get('chunk_ms')} (or --any-chunk to stream it at {chunk_ms} ms anyway)")
             print(f"careless_whisper: warning: adapter {path} was trained for {meta.get('chunk_ms')} ms chunks, streaming {chunk_ms} ms", file=sys.stderr)
 
 
@@ -69,7 +74,7 @@ def transcribe(args) -> dict:
     if args.beam < 1:
         raise StreamlabError(f"--beam must be at least 1 (got {args.beam})")
     if args.adapter:
-        check_adapter(Path(args.adapter), args.model, chunking.chunk_ms)
+        check_adapter(Path(args.adapter), args.model, chunking.chunk_ms, args.any_chunk)
     audio = load_audio(args.audio)
     model, data_dir = load_whisper(args.model)
     if args.adapter:

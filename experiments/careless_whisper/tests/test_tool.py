@@ -59,3 +59,21 @@ def test_json_on_real_speech_at_44_1_khz_stereo(tmp_path):
     times = [w["emitted_at"] for w in result["words"]]
     assert times == sorted(times) and times[-1] <= result["audio_seconds"] + 1.1
     assert all(abs((t - 0.6) / 1.0 - round((t - 0.6) / 1.0)) < 0.02 or t >= result["audio_seconds"] for t in times)
+
+
+def test_an_adapter_for_another_model_or_chunk_size_is_refused(tmp_path, capsys):
+    import json
+
+    from shared.errors import StreamlabError
+
+    from ..tool import check_adapter
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "careless_whisper.json").write_text(json.dumps({"model": "tiny.en", "chunk_ms": 300}))
+    check_adapter(tmp_path, "tiny.en", 300)
+    with pytest.raises(StreamlabError, match="trained for Whisper tiny.en, not base"):
+        check_adapter(tmp_path, "base", 300)
+    with pytest.raises(StreamlabError, match="trained for 300 ms chunks, not 1000: pass --chunk-ms 300"):
+        check_adapter(tmp_path, "tiny.en", 1000)  # it used to warn and run
+    check_adapter(tmp_path, "tiny.en", 1000, any_chunk=True)
+    assert "warning" in capsys.readouterr().err
