@@ -6,7 +6,7 @@ import sys
 from shared.cli import experiment_main
 
 TOOLS = {
-    "transcribe": (".tool:main", "stream an audio file through causal Whisper (AUDIO [--model tiny.en] [--chunk-ms 300] [--adapter DIR] [--beam N] [--json])")
+    "transcribe": (".tool:main", "stream an audio file through causal Whisper (AUDIO [--model tiny.en] [--chunk-ms 300] [--adapter DIR] [--beam N] [--offline] [--json])")
 }
 
 sys.exit(experiment_main(__package__, TOOLS))

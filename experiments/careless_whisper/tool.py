@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="a LoRA adapter folder saved by training (e.g. RUN/adapters/300ms/adapter)")
     p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
     p.add_argument("--any-chunk", action="store_true", help="stream an adapter at a chunk size other than the one it was trained for")
+    p.add_argument("--offline", action="store_true", help="ordinary offline Whisper over the whole file (the same output), to compare")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -57,7 +58,6 @@ def check_adapter(path: Path, model: str, chunk_ms: int, any_chunk: bool = False
 
 
 def transcribe(args) -> dict:
-    import numpy as np
     import torch
 
     from .audio import SAMPLE_RATE
@@ -73,6 +73,8 @@ def transcribe(args) -> dict:
         raise StreamlabError(str(err)) from err
     if args.beam < 1:
         raise StreamlabError(f"--beam must be at least 1 (got {args.beam})")
+    if args.adapter and args.offline:
+        raise StreamlabError("--offline runs the stock model over the whole file: drop --adapter (a streaming adapter)")
     if args.adapter:
         check_adapter(Path(args.adapter), args.model, chunking.chunk_ms, args.any_chunk)
     audio = load_audio(args.audio)
@@ -82,9 +84,15 @@ def transcribe(args) -> dict:
 
         model = PeftModel.from_pretrained(model, args.adapter).eval()
     vocab = Vocabulary(data_dir)
+    printed = 0
+    if args.offline:  # ordinary Whisper over the whole file, to compare with the stream (same output)
+        from .baselines import offline
+
+        with torch.inference_mode():
+            result = offline(model, vocab, audio)
+        return _output(args, vocab, result, audio, printed)
     stream = streaming_transcriber(model, vocab, chunking, beam_size=args.beam)
     piece = SAMPLE_RATE * chunking.chunk_ms // 1000
-    printed = 0
     with torch.inference_mode():
         for i in range(0, len(audio), piece):
             stream.push(audio[i : i + piece])
@@ -95,7 +103,16 @@ def transcribe(args) -> dict:
                 for w, t in words[printed : max(printed, len(words) - 1)]:
                     print(f"[{t:6.2f}s] {w}", flush=True)
                 printed = max(printed, len(words) - 1)
-    result = stream.finish()
+    return _output(args, vocab, stream.finish(), audio, printed)
+
+
+def _output(args, vocab, result, audio, printed: int) -> dict:
+    """Print the words not printed yet; the JSON object of ``--json``."""
+    import numpy as np
+
+    from .audio import SAMPLE_RATE
+    from .metrics import word_emissions
+
     words = word_emissions(vocab.tokenizer, result.tokens, result.emitted_at, vocab.eot)
     if not args.json:
         for w, t in words[printed:]:

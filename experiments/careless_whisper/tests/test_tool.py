@@ -59,6 +59,14 @@ def test_json_on_real_speech_at_44_1_khz_stereo(tmp_path):
     times = [w["emitted_at"] for w in result["words"]]
     assert times == sorted(times) and times[-1] <= result["audio_seconds"] + 1.1
     assert all(abs((t - 0.6) / 1.0 - round((t - 0.6) / 1.0)) < 0.02 or t >= result["audio_seconds"] for t in times)
+    # --offline: ordinary Whisper over the whole file, the same JSON; every word known at the end
+    offline = transcribe(tmp_path / "goodbye.flac", "--offline", "--json")
+    assert offline.returncode == 0, offline.stderr
+    whole = json.loads(offline.stdout)
+    assert set(whole) == set(result) and "goodbye" in whole["text"].lower()
+    assert whole["words"] and {w["emitted_at"] for w in whole["words"]} == {whole["audio_seconds"]}
+    refused = transcribe(tmp_path / "goodbye.flac", "--offline", "--adapter", str(tmp_path))
+    assert refused.returncode == 2 and "drop --adapter" in refused.stderr
 
 
 def test_an_adapter_for_another_model_or_chunk_size_is_refused(tmp_path, capsys):
