@@ -90,6 +90,21 @@ def model_device(model) -> torch.device:
     return torch.device("cpu") if first is None else first.device
 
 
+# The speech gate: no chunk is decoded before a 25 ms frame of the stream reaches this RMS (-60 dBFS).
+# Whisper normalises each log-mel to its own maximum, so digital or near-digital silence looks like
+# speech to it and it says "you"; real speech, even quiet telephone speech, is 30 dB and more above
+# this. Noise above the gate is left to the model (white noise at -50 and -30 dBFS gives no words).
+SPEECH_RMS = 10 ** (-60 / 20)
+GATE_FRAME = 400  # samples: 25 ms at 16 kHz
+
+
+def heard_speech(audio: np.ndarray) -> bool:
+    """Whether any 25 ms frame of ``audio`` (float32 at 16 kHz, full scale 1) passes the gate."""
+    n = len(audio) // GATE_FRAME * GATE_FRAME
+    frames = audio[:n].reshape(-1, GATE_FRAME) if n else audio[None, :]
+    return bool(len(audio)) and bool((np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1)) >= SPEECH_RMS).any())
+
+
 class StreamingTranscriber:
     def __init__(self, model, vocab: Vocabulary, chunking: Chunking, look_back: int = 2, max_new: int = 28):
         self.model, self.vocab, self.chunking = model, vocab, chunking
@@ -109,6 +124,7 @@ class StreamingTranscriber:
         self.step = 0
         self.enc_times: list[float] = []
         self.dec_times: list[float] = []
+        self.speech = False  # the gate opens at the first frame of speech and stays open
 
     # ---- decoder ----------------------------------------------------------------------------
     def _logits(self, tokens: list[int], cache=None) -> torch.Tensor:
@@ -185,6 +201,7 @@ class StreamingTranscriber:
         import time
 
         self.mel_frames = torch.cat([self.mel_frames, self.mel.push(audio)], dim=1)
+        self.speech = self.speech or heard_speech(audio)
         while True:
             target = self.chunking.frames_after(self.step)
             if target > MAX_FRAMES:
@@ -197,16 +214,22 @@ class StreamingTranscriber:
             self.encoded = new if self.encoded is None else torch.cat([self.encoded, new], dim=1)
             self.enc_times.append(time.perf_counter() - start)
             # the chunk is decoded when the audio reaches its end plus the convs' look-ahead
-            self._decode_chunk(now=self.mel.seconds)
+            if self.speech:
+                self._decode_chunk(now=self.mel.seconds)
+            else:  # nothing heard yet: nothing to say (the encoder still runs: its cache needs every frame)
+                self.dec_times.append(0.0)
+                self.step += 1
 
     def finish(self) -> Transcript:
         """End of audio: pad silence to complete the last chunk, decode it, return the transcript."""
+        end = self.mel.seconds  # the end of the audio: what the closing flush emits is known then
         target = min(self.chunking.frames_after(self.step), MAX_FRAMES)
         needed = (self.window_mel + 2 * target + 1) * 160 + 240 - self.mel.samples  # samples to complete the frames' windows
         if self.step == 0 or needed > 0:
             self.push(np.zeros(max(needed, 0) + 1, np.float32))
         tokens = self.final_tokens + self.tokens
-        return Transcript(self.vocab.decode(tokens), tokens, self.final_emitted + self.emitted_at, self.step, self.enc_times, self.dec_times)
+        emitted = [min(t, end) for t in self.final_emitted + self.emitted_at]  # the padding is not audio
+        return Transcript(self.vocab.decode(tokens), tokens, emitted, self.step, self.enc_times, self.dec_times)
 
 
 def beam_unstable(tokens: list[int], previous: list[float], rows: torch.Tensor, first: int, k: int) -> int | None:
