@@ -116,6 +116,8 @@ def publish(run, destination: str | os.PathLike, extras: Iterable[str] = ()) -> 
     ``run`` is a ``Run`` or a run directory. Refuses smoke runs, so CI never overwrites committed
     results, and runs that did not complete.
     """
+    if run is None:
+        raise RunError("nothing to publish: the notebook shows published results; set PRESET to run a preset first")
     directory = Path(getattr(run, "dir", run))
     meta = json.loads((directory / "run.json").read_text())
     if meta["preset"] == "smoke":

@@ -61,7 +61,8 @@ def reproduce(
     if resume is not None:
         run = Run.resume(resume, composer=composer)
     else:
-        run = Run.create(experiment.name, preset, cfg, overrides=list(overrides), outputs=outputs, composer=composer)
+        run = Run.create(experiment.name, preset, cfg, overrides=list(overrides), outputs=outputs, composer=composer,
+                         command=["streamlab", "reproduce", experiment.name, "--preset", preset, *overrides])
     try:
         with run:
             runtime.setup(cfg.trainer)

@@ -100,10 +100,12 @@ class Run:
         outputs: str | os.PathLike | None = None,
         composer: Callable[..., DictConfig] | None = None,
         tags: tuple[str, ...] = (),
+        command: list[str] | None = None,
     ) -> Run:
         directory = new_directory(outputs_root(outputs) / experiment, f"{timestamp()}-{preset}")
-        # the command that makes this run again, whatever started it (a notebook's kernel says only ipykernel_launcher)
-        prov = provenance.collect(command=["streamlab", "reproduce", experiment, "--preset", preset, *overrides])
+        # ``command``: what makes this run again when the process does not say it (a notebook's kernel
+        # says only ipykernel_launcher; shared.runner passes the streamlab command); else the process's own
+        prov = provenance.collect(command=command)
         prov["process"] = list(sys.argv)
         diff = prov.pop("git_diff")
         atomic_write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

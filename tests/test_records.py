@@ -270,12 +270,20 @@ def test_runs_of_one_configuration_give_a_mean_and_standard_error_over_seeds(tmp
 
 
 def test_a_run_records_the_command_that_makes_it_again(tmp_path):
-    """From a notebook sys.argv is ipykernel_launcher; the provenance names the streamlab command."""
-    run = Run.create("exp", "cpu", CFG, overrides=["trainer.seed=2"], outputs=tmp_path)
+    """From a notebook sys.argv is ipykernel_launcher: shared.runner names the streamlab command;
+    a run started otherwise (a Hydra train entry) records its own process's command."""
+    from shared.errors import RunError
+    from shared.notebook import publish
+    from shared.runner import reproduce
+
+    run = reproduce("_template", "smoke", ["trainer.seed=2"], outputs=tmp_path)
     prov = json.loads((run.dir / "provenance.json").read_text())
-    assert prov["command"] == ["streamlab", "reproduce", "exp", "--preset", "cpu", "trainer.seed=2"]
-    assert prov["process"] == sys.argv
-    run.logger.close()
+    assert prov["command"] == ["streamlab", "reproduce", "_template", "--preset", "smoke", "trainer.seed=2"] and prov["process"] == sys.argv
+    own = Run.create("exp", "cpu", CFG, outputs=tmp_path)
+    assert json.loads((own.dir / "provenance.json").read_text())["command"] == sys.argv
+    own.logger.close()
+    with pytest.raises(RunError, match="nothing to publish"):
+        publish(None, tmp_path / "results")
 
 
 def test_a_published_run_reads_back_like_the_run_itself(tmp_path):
