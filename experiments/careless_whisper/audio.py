@@ -3,7 +3,7 @@
 Frame ``k`` is the 400-sample Hann window centred on sample ``160 k`` (offline Whisper's
 ``torch.stft(center=True)``; the first 200 samples are reflect-padded as offline), so it exists as
 soon as sample ``160 k + 199`` has arrived. Power spectrum -> Whisper's 80 mel filters -> log10 ->
-clamp at ``running_max - 8`` -> ``(x + 4) / 4``. Offline Whisper clamps against the whole
+clamp at ``running_max - 8`` (the maximum over frames so far, this one included) -> ``(x + 4) / 4``. Offline Whisper clamps against the whole
 utterance's maximum, which a stream cannot know; the running maximum over the frames so far is
 the causal version (as upstream). Training computes its features with the same ``StreamingMel``,
 so training and streaming inputs are identical.
@@ -60,9 +60,12 @@ class StreamingMel:
         windows = self.buffer.unfold(0, N_FFT, HOP)[:n]
         self.buffer = self.buffer[n * HOP :]
         log_mel = log_power_mel(windows.double()).float()
-        self.running_max = max(self.running_max, float(log_mel.max()))
+        # the maximum over frames up to and including each frame: a frame's features do not depend
+        # on how the audio was cut into pushes (so training's and the stream's features agree)
+        running = torch.cummax(torch.clamp(log_mel.amax(dim=0), min=self.running_max), dim=0).values
+        self.running_max = float(running[-1])
         self.frames += n
-        return (torch.maximum(log_mel, torch.tensor(self.running_max - 8.0)) + 4.0) / 4.0
+        return (torch.maximum(log_mel, running - 8.0) + 4.0) / 4.0
 
     @property
     def seconds(self) -> float:

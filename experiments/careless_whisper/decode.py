@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, StreamingMel
+from .audio import N_FFT, SAMPLE_RATE, StreamingMel
 from .encoder import Chunking, IncrementalEncoder, complete_frames
 from .weights import special_ids
 
@@ -379,11 +379,32 @@ def streaming_transcriber(model, vocab: Vocabulary, chunking: Chunking, beam_siz
     return StreamingTranscriber(model, vocab, chunking, **kw)
 
 
+# Encoder frame n (its chunk ends at sample 320 n) reads mel frame 2 n, the 400-sample window centred
+# on sample 320 n: the stream can encode a chunk 200 samples (12.5 ms) after the chunk's end.
+LOOK_AHEAD_SAMPLES = N_FFT // 2
+
+
+def chunk_pieces(audio: np.ndarray, chunking: Chunking):
+    """``audio`` cut where each chunk becomes decodable: the first block plus the convolutions'
+    12.5 ms look-ahead, then one chunk at a time (upstream's simulator cuts the same way). Cut at
+    chunk ends instead, every chunk would wait for the next piece: one chunk of extra lag."""
+    edge = SAMPLE_RATE * chunking.first_ms // 1000 + LOOK_AHEAD_SAMPLES
+    step = SAMPLE_RATE * chunking.chunk_ms // 1000
+    start = 0
+    while start < len(audio):
+        yield audio[start:edge]
+        start, edge = edge, edge + step
+
+
 def transcribe_stream(model, vocab: Vocabulary, audio: np.ndarray, chunking: Chunking, piece_ms: int | None = None, beam_size: int = 1, **kw) -> Transcript:
-    """Stream ``audio`` in pieces of ``piece_ms`` (default: one chunk) and return the final transcript
-    (``kw``: ``look_back``, ``max_new``)."""
+    """Stream ``audio`` as it becomes decodable (``chunk_pieces``), or in pieces of ``piece_ms``,
+    and return the final transcript (``kw``: ``look_back``, ``max_new``)."""
     stream = streaming_transcriber(model, vocab, chunking, beam_size, **kw)
-    piece = SAMPLE_RATE * (piece_ms or chunking.chunk_ms) // 1000
-    for i in range(0, len(audio), piece):
-        stream.push(audio[i : i + piece])
+    if piece_ms is None:
+        pieces = chunk_pieces(audio, chunking)
+    else:
+        piece = SAMPLE_RATE * piece_ms // 1000
+        pieces = (audio[i : i + piece] for i in range(0, len(audio), piece))
+    for part in pieces:
+        stream.push(part)
     return stream.finish()

@@ -73,3 +73,13 @@ def test_transcript_cleaning_drops_non_speech_and_annotations():
 
 def test_keypad_symbols_are_read_as_words():
     assert clean_transcript("separated by * and then press #") == "separated by star and then press pound"
+
+
+def test_features_do_not_depend_on_how_the_audio_was_cut():
+    """The clamp uses the maximum over frames up to each frame, so pushes of any size give the same
+    frames (training cuts at chunk ends, the stream where each chunk becomes decodable)."""
+    g = np.random.default_rng(1)
+    audio = np.concatenate([np.full(8000, 1e-3), g.normal(size=8000) * np.linspace(0.01, 1, 8000), g.normal(size=8000) * 0.1]).astype(np.float32)
+    reference = streamed_mel(audio, len(audio))
+    for piece in (160, 4800, 4999):
+        assert torch.allclose(streamed_mel(audio, piece), reference, atol=1e-6)

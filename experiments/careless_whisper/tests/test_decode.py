@@ -196,3 +196,36 @@ def test_beam_rule_cuts_on_leaving_the_top_k_or_on_a_fall_with_a_lost_argmax():
     out[1, 2], out[1, 0], out[1, 5] = -0.2, -0.1, -0.15  # token 2 rose but is third: out of the top 2
     assert beam_unstable(tokens, [-9.0] * 3, out, 1, 2) == 1
     assert beam_unstable(tokens, [-9.0] * 3, out, 2, 2) is None  # committed positions are not examined
+
+
+def test_each_chunk_is_decoded_12_5_ms_after_it_ends_not_one_chunk_later():
+    """Pieces cut by ``chunk_pieces`` end where the convolutions' look-ahead is complete: after the
+    first piece the first block is decoded, after each further piece one more chunk, and words are
+    emitted 12.5 ms after their chunk's end. Cut at chunk ends, every chunk waited for the next piece."""
+    import numpy as np
+
+    from ..decode import LOOK_AHEAD_SAMPLES, StreamingTranscriber, Vocabulary, chunk_pieces
+    from ..encoder import Chunking
+    from ..weights import build_model, package_files
+    from .test_weights import tiny_variables
+
+    chunking = Chunking(300)
+    rng = np.random.default_rng(0)
+    audio = (rng.normal(size=16000 * 3 + 123) * 0.1).astype(np.float32)
+    pieces = list(chunk_pieces(audio, chunking))
+    assert LOOK_AHEAD_SAMPLES == 200 and len(pieces[0]) == 9600 + 200 and {len(p) for p in pieces[1:-1]} == {4800}
+    assert np.array_equal(np.concatenate(pieces), audio)
+    _, data_dir = package_files("tiny.en")
+    vocab = Vocabulary(data_dir)
+    v = tiny_variables(rng, d=16, heads=2, ffn=32, vocab=51864, layers=(1, 1), frames=1500, targets=448)
+    model = build_model(v, {"sot": vocab.start[0], "eot": vocab.eot, "no_timestamps": vocab.start[-1]})
+    stream, emitted = StreamingTranscriber(model, vocab, chunking, max_new=2), 0
+    for k, piece in enumerate(pieces[:-1]):
+        stream.push(piece)
+        assert stream.step == k + 1 and stream.encoder.done == chunking.frames_after(k)
+        assert all(abs(t - (0.6 + 0.3 * k + 0.0125)) < 1e-9 for t in stream.emitted_at[emitted:])  # the tokens of this step
+        emitted = len(stream.emitted_at)
+    assert emitted > 0
+    late = StreamingTranscriber(model, vocab, chunking, max_new=2)
+    late.push(audio[:9600])  # cut at the first block's end: not decodable yet
+    assert late.step == 0
