@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import numpy as np
+
 
 @lru_cache(maxsize=1)
 def _normaliser():
@@ -78,3 +80,27 @@ def emission_lags(emitted: list[tuple[str, float]], aligned) -> list[float]:
                 r = ref_owner[chunk.ref_start_idx + k]
                 done[r] = max(done.get(r, -float("inf")), emitted[hyp_owner[chunk.hyp_start_idx + k]][1])
     return [done[r] - aligned[r].end for r in sorted(done)]
+
+
+def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray, words: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """(corpus WER of a minus b in points, its bootstrap standard error); per-utterance word errors
+    and reference word counts, resampled together."""
+    g = np.random.default_rng(seed)
+    diff = 100 * (errors_a.sum() - errors_b.sum()) / words.sum()
+    picks = g.integers(0, len(words), (draws, len(words)))
+    boot = 100 * (errors_a[picks].sum(1) - errors_b[picks].sum(1)) / words[picks].sum(1)
+    return float(diff), float(boot.std(ddof=1))
+
+
+def longest_run(text: str) -> int:
+    """The most times one normalised word repeats in a row ("to, to, to, to" -> 4; "" -> 0)."""
+    words, best, run = normalise(text).split(), 0, 0
+    for i, w in enumerate(words):
+        run = run + 1 if i and w == words[i - 1] else 1
+        best = max(best, run)
+    return best
+
+
+def loops(references: list[str], hypotheses: list[str], limit: int = 3) -> int:
+    """Utterances whose hypothesis repeats a word more than ``limit`` times in a row where the reference does not."""
+    return sum(longest_run(h) > limit >= longest_run(r) for r, h in zip(references, hypotheses))

@@ -17,22 +17,12 @@ import time
 import numpy as np
 
 
-def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray, words: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """(corpus WER of a minus b in points, its bootstrap standard error); per-utterance word errors
-    and reference word counts, resampled together."""
-    g = np.random.default_rng(seed)
-    diff = 100 * (errors_a.sum() - errors_b.sum()) / words.sum()
-    picks = g.integers(0, len(words), (draws, len(words)))
-    boot = 100 * (errors_a[picks].sum(1) - errors_b[picks].sum(1)) / words[picks].sum(1)
-    return float(diff), float(boot.std(ddof=1))
-
-
 def main(argv: list[str] | None = None) -> int:
     import jiwer
 
     from .baselines import offline
     from .decode import Vocabulary
-    from .metrics import normalise
+    from .metrics import normalise, paired_difference
     from .speech import load_audio, load_prompts, split
     from .weights import PACKAGES, load_whisper
 

@@ -38,7 +38,7 @@ def test_the_wer_figure_has_no_negative_axis():
 def test_the_paired_wer_difference_and_its_standard_error():
     import numpy as np
 
-    from ..offline_compare import paired_difference
+    from ..metrics import paired_difference
 
     words = np.array([4, 6, 10, 3, 7])
     a = np.array([1.0, 0.0, 2.0, 0.0, 1.0])
@@ -47,3 +47,13 @@ def test_the_paired_wer_difference_and_its_standard_error():
     assert diff == 100 * 4 / 30 and 0 < se < diff
     shifted, _ = paired_difference(a + 1, a, words)
     assert shifted == 100 * 5 / 30
+
+
+def test_a_loop_is_a_word_repeated_more_than_three_times_where_the_reference_has_none():
+    from ..metrics import longest_run, loops
+
+    assert longest_run("to, to, to, To.") == 4 and longest_run("") == 0 and longest_run("a b a b") == 1
+    assert longest_run("front front front") == 3
+    refs = ["press star", "no no no no", "goodbye"]
+    hyps = ["press star star star star", "no no no no no", "goodbye goodbye goodbye"]
+    assert loops(refs, hyps) == 1  # the reference's own run is not a loop; three in a row is allowed
