@@ -5,6 +5,13 @@
   every chunk re-encode all audio so far (padded to 30 s, as Whisper expects), decode greedily
   after the committed tokens, and commit the longest common prefix of this hypothesis and the
   previous one (LocalAgreement-2). Its cost grows with the audio: every chunk is a full encoder pass.
+- ``faster_whisper`` and ``faster_whisper_la2``: the peer a user would pick instead. faster-whisper
+  (CTranslate2) reads the very ``model.bin`` the packages ship; offline it transcribes the whole
+  file, and ``faster_whisper_la2`` is Whisper-Streaming's online processor (Machacek et al. 2023,
+  ufal/whisper_streaming, re-implemented: its code is not a package) over it: word-timestamped
+  hypotheses of the buffer since the last trim, LocalAgreement-2 over words, the committed text
+  scrolled out of the buffer as the prompt, and the buffer trimmed after 15 s. Greedy (beam 1) like
+  every other row here; Whisper-Streaming's default is a 5-beam search.
 The untuned causal model (the block mask, no fine-tuning) is ``StreamingTranscriber`` with the base
 model, and needs no code of its own.
 """
@@ -97,3 +104,77 @@ def local_agreement(model, vocab: Vocabulary, audio: np.ndarray, chunk_ms: int) 
         emitted += [end / SAMPLE_RATE] * len(agreed)
         previous = hypothesis[len(agreed) :]
     return Transcript(vocab.decode(committed), committed, emitted, len(ends), enc_times, dec_times)
+
+
+# ---- faster-whisper (CTranslate2) -------------------------------------------------------------------
+def faster_whisper_model(data_dir, threads: int | None = None):
+    """faster-whisper on the packaged ``model.bin`` (float16 weights run as float32 on a CPU)."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(data_dir), device="cpu", cpu_threads=threads or torch.get_num_threads())
+
+
+def _fw_words(fw, audio: np.ndarray, prompt: str | None = None) -> list[tuple[float, float, str]]:
+    """(start, end, text with its leading space) of every word faster-whisper hears in ``audio``."""
+    segments, _ = fw.transcribe(audio, language="en", beam_size=1, word_timestamps=True, initial_prompt=prompt or None,
+                                condition_on_previous_text=True, vad_filter=False)
+    return [(w.start, w.end, w.word) for s in segments for w in s.words]
+
+
+def _tokens(vocab: Vocabulary, words: list[str]) -> list[int]:
+    return [t for w in words for t in vocab.tokenizer.encode(w, add_special_tokens=False).ids]
+
+
+def faster_whisper_offline(fw, vocab: Vocabulary, audio: np.ndarray) -> Transcript:
+    start = time.perf_counter()
+    words = [w for _, _, w in _fw_words(fw, audio)]
+    seconds = time.perf_counter() - start
+    tokens = _tokens(vocab, words)
+    return Transcript("".join(words).strip(), tokens, [len(audio) / SAMPLE_RATE] * len(tokens), 1, [seconds], [0.0])
+
+
+def _agreed(previous: list[str], new: list[str]) -> int:
+    """How many leading words two hypotheses share (case and punctuation count, as in Whisper-Streaming)."""
+    n = 0
+    while n < min(len(previous), len(new)) and previous[n].strip() == new[n].strip():
+        n += 1
+    return n
+
+
+def faster_whisper_la2(fw, vocab: Vocabulary, audio: np.ndarray, chunk_ms: int, trim_s: float = 15.0) -> Transcript:
+    """Whisper-Streaming's LocalAgreement-2 over faster-whisper: every ``chunk_ms`` the buffer (audio
+    since the last trim) is transcribed again; a word is committed once two consecutive hypotheses
+    agree on it; words are emitted at the chunk end where that happens."""
+    step = SAMPLE_RATE * chunk_ms // 1000
+    committed: list[tuple[float, float, str]] = []
+    emitted: list[float] = []
+    pending: list[tuple[float, float, str]] = []  # the previous hypothesis after the committed words
+    buffer_start, scrolled = 0, 0  # first buffered sample; committed words before it (the prompt)
+    seconds = []
+    ends = list(range(step, len(audio), step)) + [len(audio)]
+    for end in ends:
+        t0 = time.perf_counter()
+        offset = buffer_start / SAMPLE_RATE
+        prompt = "".join(w for _, _, w in committed[:scrolled])[-200:]
+        heard = [(s + offset, e + offset, w) for s, e, w in _fw_words(fw, audio[buffer_start:end], prompt)]
+        last_end = committed[-1][1] if committed else 0.0
+        heard = [h for h in heard if h[0] > last_end - 0.1]  # words already committed are heard again
+        for n in range(min(5, len(committed), len(heard)), 0, -1):  # drop an n-gram the commit already ends with
+            if [w.strip() for *_, w in committed[-n:]] == [w.strip() for *_, w in heard[:n]]:
+                heard = heard[n:]
+                break
+        agree = len(heard) if end == len(audio) else _agreed([w for *_, w in pending], [w for *_, w in heard])
+        committed += heard[:agree]
+        emitted += [end / SAMPLE_RATE] * agree
+        pending = heard[agree:]
+        if (end - buffer_start) / SAMPLE_RATE > trim_s and committed and committed[-1][1] > offset:
+            buffer_start = int(committed[-1][1] * SAMPLE_RATE)  # trim at the last committed word's end
+            scrolled = len(committed)
+        seconds.append(time.perf_counter() - t0)
+    words = [w for *_, w in committed]
+    tokens, times = [], []
+    for w, t in zip(words, emitted):
+        ids = _tokens(vocab, [w])
+        tokens += ids
+        times += [t] * len(ids)
+    return Transcript("".join(words).strip(), tokens, times, len(ends), seconds, [0.0] * len(seconds))
