@@ -12,14 +12,22 @@ import math
 
 import torch
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+TARGETS = {
+    # upstream: every attention's q, k, v and out
+    "all": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    # the encoder's self-attention and the decoder's cross-attention only: the decoder's own language
+    # model (its self-attention) stays Whisper's, so a few hundred prompts cannot overwrite it
+    "encoder_cross": r"model\.(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.encoder_attn)\.(q|k|v|out)_proj",
+}
 
 
-def add_lora(model, rank: int, init: str = "upstream", seed: int = 0):
+def add_lora(model, rank: int, init: str = "upstream", seed: int = 0, targets: str = "all"):
     """The peft-wrapped model; only LoRA tensors require grad."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none", target_modules=TARGETS)
+    if targets not in TARGETS:
+        raise ValueError(f"lora targets {targets!r}; valid: {', '.join(TARGETS)}")
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none", target_modules=TARGETS[targets])
     wrapped = get_peft_model(model, config)
     if init == "upstream":
         generator = torch.Generator().manual_seed(seed)

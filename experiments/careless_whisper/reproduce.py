@@ -26,7 +26,7 @@ from shared.runtime import resolve_device
 from .align import AlignmentError, align
 from .audio import SAMPLE_RATE
 from .baselines import local_agreement, offline
-from .decode import Vocabulary, streaming_transcriber, transcribe_stream
+from .decode import Vocabulary, chunk_pieces, streaming_transcriber, transcribe_stream
 from .encoder import Chunking
 from .lora import add_lora, lora_parameters
 from .metrics import emission_lags, wer, word_emissions
@@ -160,9 +160,8 @@ def timeline(run: Run, cfg, model, vocab: Vocabulary, prompts, audio, aligned) -
         name = max(fitting, key=lambda p: len(audio[p.name])).name if fitting else prompts[0].name
     wave = audio[name]
     stream = streaming_transcriber(model, vocab, main, **decode_options(cfg))
-    piece = SAMPLE_RATE * main.chunk_ms // 1000
-    for i in range(0, len(wave), piece):
-        stream.push(wave[i : i + piece])
+    for piece in chunk_pieces(wave, main):
+        stream.push(piece)
     result = stream.finish()
     words = word_emissions(vocab.tokenizer, result.tokens, result.emitted_at, vocab.eot)
     reference = [(w.text, w.start, w.end) for w in aligned.get(name) or []]
@@ -237,12 +236,14 @@ def cost_over_length(run: Run, cfg, model, vocab: Vocabulary) -> None:
 def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: Run):
     """A fresh base model with LoRA trained at this chunk size (resumes per epoch)."""
     base, _ = load_whisper(cfg.model)
-    model = add_lora(base.to(resolve_device(cfg.trainer.device)), int(cfg.lora.rank), init=cfg.lora.init, seed=int(cfg.train.seed))
-    utterances = prepare(train_prompts, vocab, chunking, speeds=[float(x) for x in cfg.train.speeds])
+    model = add_lora(base.to(resolve_device(cfg.trainer.device)), int(cfg.lora.rank), init=cfg.lora.init, seed=int(cfg.train.seed),
+                     targets=cfg.lora.targets)
+    noise = None if cfg.train.noise is None else {"p": float(cfg.train.noise.p), "snr_db": [float(x) for x in cfg.train.noise.snr_db]}
+    utterances = prepare(train_prompts, vocab, chunking, speeds=[float(x) for x in cfg.train.speeds], noise=noise, seed=int(cfg.train.seed))
     fraction = float(cfg.train.fraction.get(chunking.chunk_ms, 0.25))
     run.logger.log({"lora_parameters": lora_parameters(model), "train_utterances": len(utterances)}, scope=f"lora_{chunking.chunk_ms}ms")
     return fit_adapter(model, utterances, chunking, cfg.train, fraction, run.dir / "adapters" / f"{chunking.chunk_ms}ms",
-                       log=lambda m: run.logger.log(m, scope=f"lora_{chunking.chunk_ms}ms"), meta={"model": cfg.model, "rank": int(cfg.lora.rank)})
+                       log=lambda m: run.logger.log(m, scope=f"lora_{chunking.chunk_ms}ms"), meta={"model": cfg.model, "rank": int(cfg.lora.rank), "targets": cfg.lora.targets})
 
 
 def figure_wer(results, cfg):

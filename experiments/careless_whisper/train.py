@@ -55,9 +55,18 @@ def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
     return resample_poly(audio, ratio.denominator, ratio.numerator).astype(np.float32)
 
 
-def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=print) -> list[list[Utterance]]:
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise at ``snr_db`` below the speech's mean power: it also fills the band above 4 kHz
+    that the telephone prompts lack, so the adapters see wideband features too."""
+    power = float(np.mean(np.square(audio, dtype=np.float64))) or 1e-10
+    return (audio + rng.standard_normal(len(audio)) * np.sqrt(power / 10 ** (snr_db / 10))).astype(np.float32)
+
+
+def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=print, noise=None, seed: int = 0) -> list[list[Utterance]]:
     """Audio -> streamed mel, transcript -> aligned token targets, one variant per speed; prompts
-    the aligner cannot align are skipped (and counted)."""
+    the aligner cannot align are skipped (and counted). ``noise`` ({p, snr_db: [lo, hi]}): each
+    variant gets white noise with probability p, at an SNR drawn uniformly in [lo, hi] dB."""
+    rng = np.random.default_rng(seed)
     out, skipped = [], []
     for p in progress(prompts, desc="aligning training prompts"):
         audio = load_audio(p.path)
@@ -69,6 +78,8 @@ def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=p
         variants = []
         for speed in speeds:
             faster = change_speed(audio, float(speed))
+            if noise and rng.random() < float(noise["p"]):
+                faster = add_noise(faster, float(rng.uniform(*noise["snr_db"])), rng)
             padded = np.concatenate([faster, np.zeros(int(TAIL_SECONDS * SAMPLE_RATE), np.float32)])
             mel = streamed_mel(padded, SAMPLE_RATE * chunking.chunk_ms // 1000)
             timed = [Word(w.text, w.start / speed, w.end / speed) for w in words]

@@ -74,3 +74,28 @@ def test_streaming_transcription_and_the_training_loss_on_cuda_equal_the_cpu():
         a = transcribe_stream(cpu_model, vocab, audio, Chunking(300), beam_size=beam, max_new=6)
         b = transcribe_stream(gpu_model, vocab, audio, Chunking(300), beam_size=beam, max_new=6)
         assert a.tokens == b.tokens
+
+
+def test_encoder_cross_lora_leaves_the_decoders_own_language_model_alone():
+    from ..lora import add_lora, lora_parameters
+    from ..weights import load_whisper
+
+    model, _ = load_whisper("tiny.en")
+    wrapped = add_lora(model, 32, targets="encoder_cross")
+    adapted = {n.split(".lora_A")[0] for n, _ in wrapped.named_parameters() if "lora_A" in n}
+    assert lora_parameters(wrapped) == 2 * 384 * 32 * (4 * 4 + 4 * 4)  # 4 linears x 4 layers, twice
+    assert all(".encoder.layers." in n and ".self_attn." in n or ".decoder.layers." in n and ".encoder_attn." in n for n in adapted)
+    assert len(adapted) == 32 and not any(".decoder.layers." in n and ".self_attn." in n for n in adapted)
+    with pytest.raises(ValueError, match="encoder_cross"):
+        add_lora(load_whisper("tiny.en")[0], 4, targets="decoder")
+
+
+def test_noise_is_added_at_the_drawn_snr():
+    from ..train import add_noise
+
+    g = np.random.default_rng(0)
+    speech = (np.sin(np.arange(32000) * 0.05) * 0.3).astype(np.float32)
+    for snr in (10.0, 30.0):
+        noisy = add_noise(speech, snr, g)
+        measured = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean((noisy - speech).astype(np.float64) ** 2))
+        assert noisy.dtype == np.float32 and abs(measured - snr) < 0.2
