@@ -14,7 +14,7 @@ SPEC = ExperimentSpec(
     tables={
         "streaming": Table(
             title="held-out Asterisk prompts: WER (%), mean word emission lag (s), real-time factor and ms per chunk",
-            rows=("offline", "causal_untuned", "local_agreement", "careless_whisper", "careless_whisper_beam"),
+            rows=("offline", "causal_untuned", "local_agreement", "careless_whisper", "careless_whisper_beam", "faster_whisper", "faster_whisper_la2"),
             metrics=("wer", "lag_s", "rtf", "ms_per_chunk"),
             headline="wer",
             higher_is_better=False,

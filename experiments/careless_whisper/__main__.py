@@ -6,7 +6,8 @@ import sys
 from shared.cli import experiment_main
 
 TOOLS = {
-    "transcribe": (".tool:main", "stream an audio file through causal Whisper (AUDIO [--model tiny.en] [--chunk-ms 300] [--adapter DIR] [--beam N] [--offline] [--json])")
+    "transcribe": (".tool:main", "stream an audio file through causal Whisper (AUDIO [--chunk-ms 300|1000] [--adapter DIR] [--beam N] [--offline] [--json])"),
+    "generalise": (".generalise:main", "every row on the Asterisk test split and on other speakers, paired by file ([--adapter DIR] [--chunk-ms 300] [--out FILE])"),
 }
 
 sys.exit(experiment_main(__package__, TOOLS))

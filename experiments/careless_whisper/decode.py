@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .audio import N_FFT, SAMPLE_RATE, StreamingMel
-from .encoder import Chunking, IncrementalEncoder, complete_frames
+from .encoder import FRAME_SECONDS, Chunking, IncrementalEncoder, complete_frames
 from .weights import special_ids
 
 MAX_FRAMES = 1500  # Whisper's encoder positions: 30 s
@@ -36,6 +36,7 @@ class Transcript:
     chunks: int = 0
     encoder_seconds: list[float] = field(default_factory=list)
     decoder_seconds: list[float] = field(default_factory=list)
+    heard_from: list[float] = field(default_factory=list)  # start of the audio that chunk added (its word interval's start)
 
 
 def base_model(model):
@@ -125,6 +126,8 @@ class StreamingTranscriber:
         self.enc_times: list[float] = []
         self.dec_times: list[float] = []
         self.speech = False  # the gate opens at the first frame of speech and stays open
+        self.heard_until = 0.0  # audio time up to which earlier chunks were decoded
+        self.chunk_start: dict[float, float] = {}  # decode time -> start of the audio its chunk added
 
     # ---- decoder ----------------------------------------------------------------------------
     def _logits(self, tokens: list[int], cache=None) -> torch.Tensor:
@@ -215,10 +218,12 @@ class StreamingTranscriber:
             self.enc_times.append(time.perf_counter() - start)
             # the chunk is decoded when the audio reaches its end plus the convs' look-ahead
             if self.speech:
+                self.chunk_start[self.mel.seconds] = self.heard_until
                 self._decode_chunk(now=self.mel.seconds)
             else:  # nothing heard yet: nothing to say (the encoder still runs: its cache needs every frame)
                 self.dec_times.append(0.0)
                 self.step += 1
+            self.heard_until = (self.window_mel // 2 + target) * FRAME_SECONDS
 
     def finish(self) -> Transcript:
         """End of audio: pad silence to complete the last chunk, decode it, return the transcript."""
@@ -228,8 +233,9 @@ class StreamingTranscriber:
         if self.step == 0 or needed > 0:
             self.push(np.zeros(max(needed, 0) + 1, np.float32))
         tokens = self.final_tokens + self.tokens
+        heard_from = [min(self.chunk_start[t], end) for t in self.final_emitted + self.emitted_at]
         emitted = [min(t, end) for t in self.final_emitted + self.emitted_at]  # the padding is not audio
-        return Transcript(self.vocab.decode(tokens), tokens, emitted, self.step, self.enc_times, self.dec_times)
+        return Transcript(self.vocab.decode(tokens), tokens, emitted, self.step, self.enc_times, self.dec_times, heard_from)
 
 
 def beam_unstable(tokens: list[int], previous: list[float], rows: torch.Tensor, first: int, k: int) -> int | None:

@@ -35,28 +35,39 @@ def wer(references: list[str], hypotheses: list[str]) -> dict:
     return {"wer": out.wer, "substitutions": out.substitutions, "deletions": out.deletions, "insertions": out.insertions, "words": sum(len(r.split()) for r, _ in pairs), "utterances": len(pairs)}
 
 
-def word_emissions(tokenizer, tokens: list[int], emitted_at: list[float], eot: int) -> list[tuple[str, float]]:
-    """(word, time its last token was emitted): a word starts at a token beginning with a space."""
+def word_tokens(tokenizer, tokens: list[int], eot: int) -> list[tuple[str, int, int]]:
+    """(word, index of its first token, index of its last): a word starts at a token beginning with a space."""
     words: list[list] = []
-    for token, t in zip(tokens, emitted_at):
+    for i, token in enumerate(tokens):
         if token >= eot:
             continue
         piece = tokenizer.decode([token])
         if piece.startswith(" ") or not words:
-            words.append([piece.strip(), t])
+            words.append([piece.strip(), i, i])
         else:
             words[-1][0] += piece
-            words[-1][1] = t
-    return [(w, t) for w, t in words if w]
+            words[-1][2] = i
+    return [(w, first, last) for w, first, last in words if w]
 
 
-def emission_lags(emitted: list[tuple[str, float]], aligned) -> list[float]:
-    """Per reference word found in order in the hypothesis: emission time minus its aligned end.
+def word_emissions(tokenizer, tokens: list[int], emitted_at: list[float], eot: int) -> list[tuple[str, float]]:
+    """(word, time its last token was emitted)."""
+    return [(w, emitted_at[last]) for w, _, last in word_tokens(tokenizer, tokens, eot)]
+
+
+def word_intervals(tokenizer, tokens: list[int], emitted_at: list[float], heard_from: list[float], eot: int) -> list[tuple[str, float, float]]:
+    """(word, start, end): the audio in which the stream recognised it, from the start of the chunk
+    that produced its first token to the emission of its last (``heard_from`` empty, as offline: the
+    whole audio before the emission)."""
+    return [(w, heard_from[first] if heard_from else 0.0, emitted_at[last]) for w, first, last in word_tokens(tokenizer, tokens, eot)]
+
+
+def matched_words(hypothesis: list[str], aligned) -> dict[int, int]:
+    """Reference word index -> the index of the hypothesis word matched to it (its last matched piece).
 
     Matching is by normalised spelling along a monotone path (jiwer's alignment of the two word
     lists). The normaliser may split a word ("non-administrator" -> "non administrator"), so both
-    sides are aligned piece by piece and each piece remembers its word; a reference word counts once,
-    emitted when its last matched piece was.
+    sides are aligned piece by piece and each piece remembers its word.
     """
     import jiwer
 
@@ -69,17 +80,31 @@ def emission_lags(emitted: list[tuple[str, float]], aligned) -> list[float]:
         return out, owner
 
     ref, ref_owner = pieces([w.text for w in aligned])
-    hyp, hyp_owner = pieces([w for w, _ in emitted])
+    hyp, hyp_owner = pieces(hypothesis)
     if not ref or not hyp:
-        return []
+        return {}
     out = jiwer.process_words(" ".join(ref), " ".join(hyp))
-    done: dict[int, float] = {}  # reference word -> emission of its last matched piece
+    done: dict[int, int] = {}
     for chunk in out.alignments[0]:
         if chunk.type == "equal":
             for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
                 r = ref_owner[chunk.ref_start_idx + k]
-                done[r] = max(done.get(r, -float("inf")), emitted[hyp_owner[chunk.hyp_start_idx + k]][1])
-    return [done[r] - aligned[r].end for r in sorted(done)]
+                done[r] = max(done.get(r, -1), hyp_owner[chunk.hyp_start_idx + k])
+    return done
+
+
+def emission_lags(emitted: list[tuple[str, float]], aligned) -> list[float]:
+    """Per reference word found in order in the hypothesis: emission time minus its aligned end
+    (a reference word counts once, emitted when its last matched piece was)."""
+    done = matched_words([w for w, _ in emitted], aligned)
+    return [emitted[h][1] - aligned[r].end for r, h in sorted(done.items())]
+
+
+def interval_hits(intervals: list[tuple[str, float, float]], aligned, slack: float = 0.0) -> list[bool]:
+    """Per matched reference word: whether its aligned end lies in the hypothesis word's
+    [start - slack, end] (the interval in which the stream says it recognised the word)."""
+    done = matched_words([w for w, _, _ in intervals], aligned)
+    return [intervals[h][1] - slack <= aligned[r].end <= intervals[h][2] for r, h in sorted(done.items())]
 
 
 def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray, words: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float]:

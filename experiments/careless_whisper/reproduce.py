@@ -25,11 +25,11 @@ from shared.runtime import resolve_device
 
 from .align import AlignmentError, align
 from .audio import SAMPLE_RATE
-from .baselines import local_agreement, offline
+from .baselines import faster_whisper_la2, faster_whisper_model, faster_whisper_offline, local_agreement, offline
 from .decode import Vocabulary, chunk_pieces, streaming_transcriber, transcribe_stream
 from .encoder import Chunking
 from .lora import add_lora, lora_parameters
-from .metrics import emission_lags, wer, word_emissions
+from .metrics import emission_lags, loops, wer, word_emissions
 from .speech import load_audio, load_prompts, split
 from .train import fit_adapter, prepare
 from .weights import load_whisper
@@ -48,9 +48,10 @@ def evaluate(run_one, prompts, audio, aligned, vocab) -> dict:
         per_chunk += [e + d for e, d in zip(t.encoder_seconds, t.decoder_seconds)] or [elapsed]
         if aligned.get(p.name):
             lags += emission_lags(word_emissions(vocab.tokenizer, t.tokens, t.emitted_at, vocab.eot), aligned[p.name])
-    seconds = sum(len(a) for a in audio.values()) / SAMPLE_RATE
+    seconds = sum(audio[p.name].size for p in prompts) / SAMPLE_RATE
     scores = wer([p.text for p in prompts], hyps)
     return {
+        "loops": loops([p.text for p in prompts], hyps),
         "wer": 100 * scores["wer"], "substitutions": scores["substitutions"], "deletions": scores["deletions"], "insertions": scores["insertions"],
         "lag_s": float(np.mean(lags)) if lags else float("nan"), "lag_words": len(lags),
         "rtf": compute / seconds, "ms_per_chunk": 1e3 * float(np.mean(per_chunk)) if per_chunk else float("nan"),
@@ -78,6 +79,7 @@ def reproduce(cfg, run: Run) -> None:
             aligned[p.name] = align(audio[p.name], p.text)
         except AlignmentError:
             aligned[p.name] = None  # no reference times: counted in WER, not in the lag
+    other, other_audio, other_aligned = other_speakers(run, cfg.data.max_other)
     results: dict[tuple[str, int | None], dict] = {}
     adapters: dict[int, object] = {}  # chunk ms -> fine-tuned model (shared by the greedy and beam rows)
 
@@ -86,12 +88,20 @@ def reproduce(cfg, run: Run) -> None:
             adapters[chunking.chunk_ms] = adapter_for(cfg, chunking, vocab, train_prompts, run)
         return adapters[chunking.chunk_ms]
 
+    peers = []
+
+    def peer():
+        """faster-whisper on the same model.bin, loaded once (the same threads as our rows)."""
+        if not peers:
+            peers.append(faster_whisper_model(data_dir))
+        return peers[0]
+
     for row in cfg.eval.rows:
         row_cfg = run.compose_row("streaming", row)
         kind, beam_size = row_cfg.method.kind, int(row_cfg.method.beam_size)
-        sizes = [None] if kind == "offline" else [int(c) for c in cfg.eval.chunks_ms]
+        sizes = [None] if kind in ("offline", "faster_whisper") else [int(c) for c in cfg.eval.chunks_ms]
         for chunk_ms in sizes:
-            if kind == "local_agreement" and chunk_ms < cfg.eval.local_agreement_min_ms:
+            if kind in ("local_agreement", "faster_whisper_la2") and chunk_ms < cfg.eval.local_agreement_min_ms:
                 continue
             if beam_size > 1 and chunk_ms not in cfg.eval.beam_chunks_ms:
                 continue
@@ -101,6 +111,10 @@ def reproduce(cfg, run: Run) -> None:
                 """The row's transcription of one utterance (a streaming row fine-tunes its adapter first)."""
                 if kind == "offline":
                     return lambda a: offline(model, vocab, a)
+                if kind == "faster_whisper":
+                    return lambda a: faster_whisper_offline(peer(), vocab, a)
+                if kind == "faster_whisper_la2":
+                    return lambda a: faster_whisper_la2(peer(), vocab, a, chunk_ms)
                 if kind == "local_agreement":
                     return lambda a: local_agreement(model, vocab, a, chunk_ms)
                 chunking = Chunking(chunk_ms)
@@ -109,8 +123,11 @@ def reproduce(cfg, run: Run) -> None:
 
             fresh = not run.checkpoint_path(f"result_{key}").is_file()  # else finished before an interruption
             result = run.cached(key, lambda t=transcriber: evaluate(t(), test_prompts, audio, aligned, vocab))
+            if other:  # the same row on speakers it never heard
+                result = {**result, **{f"{k}_other": v for k, v in run.cached(
+                    f"{key}_other", lambda t=transcriber: evaluate(t(), other, other_audio, other_aligned, vocab)).items()}}
             if fresh:
-                run.logger.log({k: v for k, v in result.items() if k != "hypotheses"}, scope=key)
+                run.logger.log({k: v for k, v in result.items() if not k.startswith("hypotheses")}, scope=key)
             results[(row, chunk_ms)] = result
     main = int(cfg.eval.main_chunk_ms)
     for row in cfg.eval.rows:
@@ -121,31 +138,55 @@ def reproduce(cfg, run: Run) -> None:
             run.logger.log({"row_skipped": row, "reason": "no chunk size of eval.chunks_ms runs this row"})
             continue
         head = mine.get(None) or mine.get(main) or next(iter(mine.values()))
-        metrics = {k: head[k] for k in ("wer", "lag_s", "rtf", "ms_per_chunk")}
+        metrics = {k: head[k] for k in ("wer", "lag_s", "rtf", "ms_per_chunk", "loops", "wer_other", "lag_s_other", "rtf_other", "loops_other") if k in head}
         for c, r in mine.items():
             if c is not None:
-                metrics[f"wer_{c}ms"] = r["wer"]
-                metrics[f"lag_s_{c}ms"] = r["lag_s"]
-                metrics[f"rtf_{c}ms"] = r["rtf"]
+                for k in ("wer", "lag_s", "rtf", "wer_other", "lag_s_other"):
+                    if k in r:
+                        metrics[f"{k}_{c}ms"] = r[k]
         run.add_results("streaming", row, metrics)
     run.save_figure(figure_wer(results, cfg), "wer_vs_chunk")
-    write_hypotheses(run, results, test_prompts)
+    write_hypotheses(run, results, test_prompts, other)
     if "careless_whisper" in cfg.eval.rows and main in [int(c) for c in cfg.eval.chunks_ms]:
         tuned = finetuned(Chunking(main))
         timeline(run, cfg, tuned, vocab, test_prompts, audio, aligned)
         cost_over_length(run, cfg, tuned, vocab)
 
 
+def other_speakers(run: Run, limit: int | None = None):
+    """The recordings of other speakers (``other_speakers.py``), their audio and alignments; none
+    when they are not installed (logged: the table then has no ``*_other`` columns)."""
+    from shared.errors import DataError
+
+    from .other_speakers import load_recording_audio, load_recordings
+
+    try:
+        recordings = load_recordings()[:limit]
+    except DataError as err:
+        run.logger.log({"other_speakers_skipped": str(err)})
+        return [], {}, {}
+    audio = {r.name: load_recording_audio(r) for r in recordings}
+    aligned = {}
+    for r in recordings:
+        try:
+            aligned[r.name] = align(audio[r.name], r.text)
+        except AlignmentError:
+            aligned[r.name] = None
+    return recordings, audio, aligned
+
+
 def decode_options(cfg) -> dict:
     return {"look_back": int(cfg.decode.look_back), "max_new": int(cfg.decode.max_new)}
 
 
-def write_hypotheses(run: Run, results, prompts) -> None:
+def write_hypotheses(run: Run, results, prompts, other) -> None:
     """Every reference and hypothesis, per row and chunk size (hypotheses.json): errors can be read."""
     from shared.io import atomic_write_json
 
     table = {f"{row}_{c}ms" if c else row: r["hypotheses"] for (row, c), r in results.items()}
-    atomic_write_json(run.dir / "hypotheses.json", {"prompts": [p.name for p in prompts], "references": [p.text for p in prompts], **table})
+    table_other = {f"{row}_{c}ms" if c else row: r["hypotheses_other"] for (row, c), r in results.items() if "hypotheses_other" in r}
+    atomic_write_json(run.dir / "hypotheses.json", {"prompts": [p.name for p in prompts], "references": [p.text for p in prompts], **table,
+                                                    "other_speakers": {"names": [r.name for r in other], "references": [r.text for r in other], **table_other}})
 
 
 def timeline(run: Run, cfg, model, vocab: Vocabulary, prompts, audio, aligned) -> None:
@@ -239,7 +280,10 @@ def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: 
     model = add_lora(base.to(resolve_device(cfg.trainer.device)), int(cfg.lora.rank), init=cfg.lora.init, seed=int(cfg.train.seed),
                      targets=cfg.lora.targets)
     noise = None if cfg.train.noise is None else {"p": float(cfg.train.noise.p), "snr_db": [float(x) for x in cfg.train.noise.snr_db]}
-    utterances = prepare(train_prompts, vocab, chunking, speeds=[float(x) for x in cfg.train.speeds], noise=noise, seed=int(cfg.train.seed))
+    streams = None if cfg.train.streams is None else {k: cfg.train.streams[k] for k in ("count", "max_prompts", "max_seconds")} | {
+        "gap_s": [float(x) for x in cfg.train.streams.gap_s]}
+    utterances = prepare(train_prompts, vocab, chunking, speeds=[float(x) for x in cfg.train.speeds], noise=noise, seed=int(cfg.train.seed),
+                         streams=streams)
     fraction = float(cfg.train.fraction.get(chunking.chunk_ms, 0.25))
     run.logger.log({"lora_parameters": lora_parameters(model), "train_utterances": len(utterances)}, scope=f"lora_{chunking.chunk_ms}ms")
     return fit_adapter(model, utterances, chunking, cfg.train, fraction, run.dir / "adapters" / f"{chunking.chunk_ms}ms",

@@ -62,12 +62,28 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.
     return (audio + rng.standard_normal(len(audio)) * np.sqrt(power / 10 ** (snr_db / 10))).astype(np.float32)
 
 
-def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=print, noise=None, seed: int = 0) -> list[list[Utterance]]:
+def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=print, noise=None, seed: int = 0,
+            streams=None) -> list[list[Utterance]]:
     """Audio -> streamed mel, transcript -> aligned token targets, one variant per speed; prompts
     the aligner cannot align are skipped (and counted). ``noise`` ({p, snr_db: [lo, hi]}): each
-    variant gets white noise with probability p, at an SNR drawn uniformly in [lo, hi] dB."""
+    variant gets white noise with probability p, at an SNR drawn uniformly in [lo, hi] dB.
+    ``streams`` ({count, max_prompts, max_seconds, gap_s: [lo, hi]}): also ``count`` training
+    streams of 2 to ``max_prompts`` random prompts back to back (at most ``max_seconds``, pauses
+    drawn in ``gap_s``, one speed per stream), so the model learns to go on after a finished
+    sentence and to stay out of loops over tens of seconds, which single prompts never show it."""
     rng = np.random.default_rng(seed)
-    out, skipped = [], []
+    piece = SAMPLE_RATE * chunking.chunk_ms // 1000
+
+    def utterance(name: str, audio: np.ndarray, words: list[Word], speed: float) -> Utterance:
+        faster = change_speed(audio, speed)
+        if noise and rng.random() < float(noise["p"]):
+            faster = add_noise(faster, float(rng.uniform(*noise["snr_db"])), rng)
+        padded = np.concatenate([faster, np.zeros(int(TAIL_SECONDS * SAMPLE_RATE), np.float32)])
+        timed = [Word(w.text, w.start / speed, w.end / speed) for w in words]
+        seq = TokenSequence.build(vocab.tokenizer, timed, vocab.start, vocab.eot)
+        return Utterance(name, streamed_mel(padded, piece), seq, len(faster) / SAMPLE_RATE, speed)
+
+    out, skipped, aligned = [], [], []
     for p in progress(prompts, desc="aligning training prompts"):
         audio = load_audio(p.path)
         try:
@@ -75,19 +91,24 @@ def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=p
         except AlignmentError as err:
             skipped.append(f"{p.name} ({err})")
             continue
-        variants = []
-        for speed in speeds:
-            faster = change_speed(audio, float(speed))
-            if noise and rng.random() < float(noise["p"]):
-                faster = add_noise(faster, float(rng.uniform(*noise["snr_db"])), rng)
-            padded = np.concatenate([faster, np.zeros(int(TAIL_SECONDS * SAMPLE_RATE), np.float32)])
-            mel = streamed_mel(padded, SAMPLE_RATE * chunking.chunk_ms // 1000)
-            timed = [Word(w.text, w.start / speed, w.end / speed) for w in words]
-            seq = TokenSequence.build(vocab.tokenizer, timed, vocab.start, vocab.eot)
-            variants.append(Utterance(p.name, mel, seq, len(faster) / SAMPLE_RATE, float(speed)))
-        out.append(variants)
+        aligned.append((p.name, audio, words))
+        out.append([utterance(p.name, audio, words, float(speed)) for speed in speeds])
     if skipped:
         log(f"careless_whisper: {len(skipped)} of {len(prompts)} prompts skipped (alignment): {skipped[0]} ...")
+    for k in range(int(streams["count"]) if streams and aligned else 0):
+        parts, audio, words, at = [], [], [], 0.0
+        for i in rng.permutation(len(aligned))[: int(rng.integers(2, int(streams["max_prompts"]) + 1))]:
+            name, a, ws = aligned[i]
+            if parts and at + len(a) / SAMPLE_RATE > float(streams["max_seconds"]):
+                break
+            gap = np.zeros(int(rng.uniform(*streams["gap_s"]) * SAMPLE_RATE) if parts else 0, np.float32)
+            at += len(gap) / SAMPLE_RATE
+            audio += [gap, a]
+            words += [Word(w.text, w.start + at, w.end + at) for w in ws]
+            at += len(a) / SAMPLE_RATE
+            parts.append(name)
+        speed = float(speeds[int(rng.integers(len(speeds)))])
+        out.append([utterance(f"stream{k}:" + "+".join(parts), np.concatenate(audio), words, speed)])
     return out
 
 

@@ -1,0 +1,75 @@
+"""The generalisation test set (real recordings of other speakers, from PyPI sdists) and the peer
+rows over faster-whisper: what a user would run instead."""
+
+import pytest
+
+EXPERIMENT = __package__.split(".")[1]  # the folder this test lives in: a fork tests itself
+
+
+def recordings():
+    from shared.errors import DataError
+
+    from ..other_speakers import load_recordings
+
+    try:
+        return load_recordings()
+    except DataError as err:
+        pytest.skip(str(err))
+
+
+def test_other_speakers_are_thirteen_transcribed_recordings_at_16_khz():
+    from ..other_speakers import load_recording_audio
+
+    found = recordings()
+    assert len(found) == 13 and len({r.speaker for r in found}) == 5
+    assert sum(len(r.text.split()) for r in found) == 225
+    assert next(r for r in found if r.name == "cards/002").text == "four queen of clubs"
+    lengths = {r.name: len(load_recording_audio(r)) / 16000 for r in found}
+    assert lengths["goforward"] == pytest.approx(2.786, abs=1e-3)  # headerless PCM read at 16 kHz
+    assert 53 < lengths["sonnet1"] < 54 and 100 < sum(lengths.values()) < 103
+
+
+def test_a_missing_download_is_one_clear_error(tmp_path):
+    from shared.errors import DataError
+
+    from ..other_speakers import load_recordings
+
+    with pytest.raises(DataError, match="make setup"):
+        load_recordings(tmp_path)
+
+
+def test_words_are_committed_once_two_hypotheses_agree():
+    from ..baselines import _agreed
+
+    assert _agreed([" go", " forward", " ten"], [" go", " forward", " then", " meters"]) == 2
+    assert _agreed([], [" go"]) == 0 and _agreed([" Go"], [" go"]) == 0  # case counts, as in Whisper-Streaming
+
+
+@pytest.fixture(scope="module")
+def faster():
+    pytest.importorskip("faster_whisper")
+    from ..baselines import faster_whisper_model
+    from ..decode import Vocabulary
+    from ..weights import load_whisper
+
+    _, data_dir = load_whisper("tiny.en")
+    return faster_whisper_model(data_dir, threads=2), Vocabulary(data_dir)
+
+
+def test_faster_whisper_offline_and_local_agreement_on_real_speech(faster):
+    """JFK (11 s): faster-whisper hears the sentence; LocalAgreement-2 commits words only at chunk
+    ends, in order, and never before the second hypothesis (1 s chunks: not before 2 s)."""
+    from ..baselines import faster_whisper_la2, faster_whisper_offline
+    from ..metrics import wer
+    from ..other_speakers import load_recording_audio
+
+    fw, vocab = faster
+    jfk = next(r for r in recordings() if r.name == "jfk")
+    audio = load_recording_audio(jfk)
+    whole = faster_whisper_offline(fw, vocab, audio)
+    assert wer([jfk.text], [whole.text])["wer"] < 0.1 and set(whole.emitted_at) == {11.0}
+    stream = faster_whisper_la2(fw, vocab, audio, 1000)
+    assert wer([jfk.text], [stream.text])["wer"] < 0.25
+    assert stream.emitted_at == sorted(stream.emitted_at) and min(stream.emitted_at) >= 2.0
+    assert all(abs(t - round(t)) < 1e-9 or t == 11.0 for t in stream.emitted_at)
+    assert vocab.decode(stream.tokens).strip() == stream.text
