@@ -26,6 +26,9 @@ from .encoder import FRAME_SECONDS, Chunking, IncrementalEncoder, complete_frame
 from .weights import special_ids
 
 MAX_FRAMES = 1500  # Whisper's encoder positions: 30 s
+# Silence after the end of every training utterance, and decoded after the end of every stream:
+# the labels say end-of-text 0.5 s after the last word ends, so the model is trained to finish there.
+END_SILENCE_SECONDS = 1.0
 
 
 @dataclass
@@ -225,9 +228,13 @@ class StreamingTranscriber:
                 self.step += 1
             self.heard_until = (self.window_mel // 2 + target) * FRAME_SECONDS
 
-    def finish(self) -> Transcript:
-        """End of audio: pad silence to complete the last chunk, decode it, return the transcript."""
+    def finish(self, flush_seconds: float = END_SILENCE_SECONDS) -> Transcript:
+        """End of audio: decode ``flush_seconds`` of silence after it (training appends the same
+        silence to every utterance, so the model says its last words and end-of-text there; a word
+        ending right at the end of a file used to be lost), then pad to complete the last chunk."""
         end = self.mel.seconds  # the end of the audio: what the closing flush emits is known then
+        if self.speech and flush_seconds > 0:
+            self.push(np.zeros(int(flush_seconds * SAMPLE_RATE), np.float32))
         target = min(self.chunking.frames_after(self.step), MAX_FRAMES)
         needed = (self.window_mel + 2 * target + 1) * 160 + 240 - self.mel.samples  # samples to complete the frames' windows
         if self.step == 0 or needed > 0:

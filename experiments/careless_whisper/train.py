@@ -26,12 +26,12 @@ from shared.progress import progress
 
 from .align import AlignmentError, Word, align
 from .audio import SAMPLE_RATE, streamed_mel
-from .decode import Vocabulary, base_model, model_device
+from .decode import END_SILENCE_SECONDS, Vocabulary, base_model, model_device
 from .encoder import FRAME_SECONDS, Chunking, complete_frames, encode_prefix
 from .speech import load_audio
 from .targets import IGNORE, TokenSequence, sample_chunk_steps
 
-TAIL_SECONDS = 1.0  # silence appended to every utterance, so the last chunks (and EOT) are trained
+TAIL_SECONDS = END_SILENCE_SECONDS  # silence appended to every utterance, so the last chunks (and EOT) are trained
 
 
 @dataclass

@@ -164,3 +164,30 @@ def test_word_intervals_hold_the_forced_aligned_word_ends(shipped):
         assert all(e - s <= 0.6 + 1e-6 for _, s, e in words)  # one chunk (the first block: 600 ms)
         hits += interval_hits(words, aligned)
     assert len(hits) > 30 and np.mean(hits) > 0.6
+
+
+def test_shipping_copies_a_clean_runs_adapter_with_its_provenance(tmp_path):
+    from shared.errors import StreamlabError
+
+    from ..ship import ship
+
+    run = tmp_path / "20990101-000000-cpu"
+    adapter = run / "adapters" / "300ms" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "careless_whisper.json").write_text(json.dumps({"model": "tiny.en", "chunk_ms": 300, "epochs": 4}))
+    (run / "results.csv").write_text("row,metric,value\ncareless_whisper,wer_300ms,6.5\ncareless_whisper,wer_other_300ms,20.0\noffline,wer,4.3\n")
+    provenance = {"command": ["streamlab", "reproduce", "careless_whisper"], "date": "2099-01-01", "git": {"dirty": True, "sha": "abc"}}
+    (run / "provenance.json").write_text(json.dumps(provenance))
+    with pytest.raises(StreamlabError, match="uncommitted"):
+        ship(run, [300], tmp_path / "shipped")
+    provenance["git"]["dirty"] = False
+    (run / "provenance.json").write_text(json.dumps(provenance))
+    with pytest.raises(StreamlabError, match="no trained 1000 ms adapter"):
+        ship(run, [1000], tmp_path / "shipped")
+    (dest,) = ship(run, [300], tmp_path / "shipped")
+    assert dest == tmp_path / "shipped" / "tiny.en" / "300ms" and (dest / "adapter_model.safetensors").read_bytes() == b"weights"
+    meta = json.loads((dest / "careless_whisper.json").read_text())
+    assert meta["chunk_ms"] == 300 and meta["provenance"]["commit"] == "abc" and meta["provenance"]["wer"]["wer"] == 6.5
+    assert meta["provenance"]["wer"]["wer_other"] == 20.0 and meta["provenance"]["wer_offline"]["wer"] == 4.3
