@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--la-chunk-ms", type=int, default=1000, help="chunk of LocalAgreement-2 over faster-whisper")
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--limit", type=int, help="only the first N files of each set")
+    parser.add_argument("--cut-at-chunk-ends", action="store_true",
+                        help="push the audio in pieces ending at chunk ends (as before the look-ahead fix: each chunk decoded a chunk late), to measure the lag it cost")
+    parser.add_argument("--no-long-form", action="store_true", help="skip the long-form streams")
     parser.add_argument("--out", type=Path, help="write the scores and hypotheses as JSON")
     args = parser.parse_args(argv)
     rows = args.rows.split(",")
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fw = faster_whisper_model(data_dir) if any(r.startswith("faster") for r in rows) else None
     run = {"offline": lambda a: offline(stock, vocab, a),
-           "careless_whisper": lambda a: transcribe_stream(streaming, vocab, a, chunking),
+           "careless_whisper": lambda a: transcribe_stream(streaming, vocab, a, chunking, piece_ms=chunking.chunk_ms if args.cut_at_chunk_ends else None),
            "faster_whisper": lambda a: faster_whisper_offline(fw, vocab, a),
            "faster_whisper_la2": lambda a: faster_whisper_la2(fw, vocab, a, args.la_chunk_ms)}
     results = {"threads": torch.get_num_threads(), "chunk_ms": chunking.chunk_ms, "la_chunk_ms": args.la_chunk_ms, "adapter": str(args.adapter or "shipped")}
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             hit = f"  word interval holds the aligned end: {100 * r['interval_hit']:.0f} %" if r["interval_hit"] is not None else ""
             print(f"{set_name:15s} {row:19s} WER {r['wer']:6.2f} %  vs offline {diff}  lag {lag:>5s} s ({r['lag_words']} words)  "
                   f"RTF {r['rtf']:.3f}  loops {r['loops']}{hit}", flush=True)
-    if streaming is not None and not args.limit:
+    if streaming is not None and not args.limit and not args.no_long_form:
         for set_name in sets:
             r = results[set_name]["long_form"] = long_form(streaming, vocab, chunking, sets[set_name])
             print(f"{set_name:15s} long form: {r['audio_s']:.0f} s in one stream, WER {r['wer']:.2f} %, a word repeated at most "
