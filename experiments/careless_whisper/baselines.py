@@ -126,11 +126,12 @@ def _tokens(vocab: Vocabulary, words: list[str]) -> list[int]:
 
 
 def faster_whisper_offline(fw, vocab: Vocabulary, audio: np.ndarray) -> Transcript:
+    """The whole file, greedy, without word timestamps (what a user transcribing a file runs)."""
     start = time.perf_counter()
-    words = [w for _, _, w in _fw_words(fw, audio)]
+    segments, _ = fw.transcribe(audio, language="en", beam_size=1, vad_filter=False)
+    tokens = [t for s in segments for t in s.tokens if t < vocab.eot]  # the same tokenizer: no timestamp tokens
     seconds = time.perf_counter() - start
-    tokens = _tokens(vocab, words)
-    return Transcript("".join(words).strip(), tokens, [len(audio) / SAMPLE_RATE] * len(tokens), 1, [seconds], [0.0])
+    return Transcript(vocab.decode(tokens).strip(), tokens, [len(audio) / SAMPLE_RATE] * len(tokens), 1, [seconds], [0.0])
 
 
 def _agreed(previous: list[str], new: list[str]) -> int:

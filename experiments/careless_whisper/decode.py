@@ -233,6 +233,7 @@ class StreamingTranscriber:
         silence to every utterance, so the model says its last words and end-of-text there; a word
         ending right at the end of a file used to be lost), then pad to complete the last chunk."""
         end = self.mel.seconds  # the end of the audio: what the closing flush emits is known then
+        decoded = self.heard_until  # words the flush adds were recognised in the audio after this
         if self.speech and flush_seconds > 0:
             self.push(np.zeros(int(flush_seconds * SAMPLE_RATE), np.float32))
         target = min(self.chunking.frames_after(self.step), MAX_FRAMES)
@@ -240,7 +241,7 @@ class StreamingTranscriber:
         if self.step == 0 or needed > 0:
             self.push(np.zeros(max(needed, 0) + 1, np.float32))
         tokens = self.final_tokens + self.tokens
-        heard_from = [min(self.chunk_start[t], end) for t in self.final_emitted + self.emitted_at]
+        heard_from = [min(self.chunk_start[t], decoded) if t > end else self.chunk_start[t] for t in self.final_emitted + self.emitted_at]
         emitted = [min(t, end) for t in self.final_emitted + self.emitted_at]  # the padding is not audio
         return Transcript(self.vocab.decode(tokens), tokens, emitted, self.step, self.enc_times, self.dec_times, heard_from)
 

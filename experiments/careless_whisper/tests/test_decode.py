@@ -229,3 +229,32 @@ def test_each_chunk_is_decoded_12_5_ms_after_it_ends_not_one_chunk_later():
     late = StreamingTranscriber(model, vocab, chunking, max_new=2)
     late.push(audio[:9600])  # cut at the first block's end: not decodable yet
     assert late.step == 0
+
+
+def test_the_end_of_a_stream_decodes_one_second_of_silence_and_emits_nothing_past_the_audio():
+    """Training appends 1 s of silence to every utterance; finish() decodes the same second, so a
+    word ending at the very end of a file can still be said. Its emission time is the audio's end."""
+    import numpy as np
+
+    from ..decode import END_SILENCE_SECONDS, StreamingTranscriber, Vocabulary, chunk_pieces
+    from ..encoder import Chunking
+    from ..train import TAIL_SECONDS
+    from ..weights import build_model, package_files
+    from .test_weights import tiny_variables
+
+    assert END_SILENCE_SECONDS == TAIL_SECONDS == 1.0
+    chunking = Chunking(300)
+    rng = np.random.default_rng(3)
+    audio = (rng.normal(size=16000 * 2) * 0.1).astype(np.float32)
+    _, data_dir = package_files("tiny.en")
+    vocab = Vocabulary(data_dir)
+    v = tiny_variables(rng, d=16, heads=2, ffn=32, vocab=51864, layers=(1, 1), frames=1500, targets=448)
+    model = build_model(v, {"sot": vocab.start[0], "eot": vocab.eot, "no_timestamps": vocab.start[-1]})
+    stream = StreamingTranscriber(model, vocab, chunking, max_new=2)
+    for piece in chunk_pieces(audio, chunking):
+        stream.push(piece)
+    before = stream.step
+    result = stream.finish()
+    assert result.chunks >= before + 4  # 1 s of silence at 300 ms chunks: at least 3 more, plus the last partial chunk
+    assert max(result.emitted_at) <= 2.0 and all(s < e or e == 2.0 for s, e in zip(result.heard_from, result.emitted_at))
+    assert all(s <= e for s, e in zip(result.heard_from, result.emitted_at))

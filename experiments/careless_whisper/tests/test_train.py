@@ -99,3 +99,29 @@ def test_noise_is_added_at_the_drawn_snr():
         noisy = add_noise(speech, snr, g)
         measured = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean((noisy - speech).astype(np.float64) ** 2))
         assert noisy.dtype == np.float32 and abs(measured - snr) < 0.2
+
+
+def test_training_streams_put_prompts_back_to_back_with_their_aligned_times_shifted():
+    from ..decode import Vocabulary
+    from ..encoder import Chunking
+    from ..speech import load_audio, load_prompts
+    from ..train import prepare
+    from ..weights import package_files
+
+    _, data_dir = package_files("tiny.en")
+    vocab = Vocabulary(data_dir)
+    prompts = [p for p in load_prompts() if p.name in ("vm-goodbye", "auth-thankyou", "conf-onlyperson")]
+    streams = {"count": 2, "max_prompts": 3, "max_seconds": 30, "gap_s": [0.2, 0.2]}
+    out = prepare(prompts, vocab, Chunking(300), speeds=[1.0], streams=streams, log=lambda m: None)
+    singles, made = out[:-2], [v[0] for v in out[-2:]]
+    assert len(singles) == 3 and all(len(v) == 1 for v in out[-2:])
+    durations = {p.name: len(load_audio(p.path)) / 16000 for p in prompts}
+    for utt in made:
+        names = utt.name.split(":", 1)[1].split("+")
+        assert 2 <= len(names) <= 3 and len(set(names)) == len(names)
+        assert abs(utt.duration - (sum(durations[n] for n in names) + 0.2 * (len(names) - 1))) < 1e-3
+        # every word of the stream ends inside it, in order, and the last one near the last prompt's end
+        ends = utt.seq.label_end[len(vocab.start) - 1 : -1]
+        assert (ends[1:] >= ends[:-1]).all() and float(ends[-1]) <= utt.duration
+        assert float(ends[-1]) > utt.duration - durations[names[-1]]
+        assert utt.mel.shape[1] >= (utt.duration + 1.0) * 100 - 2  # the 1 s tail is there too
