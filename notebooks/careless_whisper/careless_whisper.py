@@ -63,7 +63,7 @@ shown = show(EXPERIMENT, PRESET, OVERRIDES)
 ours = shown.table()
 value = ours.set_index(["row", "metric"])["value"]
 rows = list(dict.fromkeys(ours.row))
-chunks = sorted({int(m.removeprefix("wer_").removesuffix("ms")) for m in ours.metric if m.startswith("wer_") and m.endswith("ms")})
+chunks = sorted({int(m.removeprefix("wer_").removesuffix("ms")) for m in ours.metric if m.startswith("wer_") and m.endswith("ms") and "other" not in m})
 
 # %% [markdown]
 # ## Our table: held-out Asterisk prompts
