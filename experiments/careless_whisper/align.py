@@ -94,3 +94,12 @@ def align(audio: np.ndarray, transcript: str) -> list[Word]:
         at += len(forms)
         words.append(Word(text, span[0][1], span[-1][2]))
     return words
+
+
+def align_or_none(audio: np.ndarray, transcript: str) -> list[Word] | None:
+    """``align``, or None where the aligner cannot align the transcript: such a file still counts
+    in WER and is left out of the lags only."""
+    try:
+        return align(audio, transcript)
+    except AlignmentError:
+        return None

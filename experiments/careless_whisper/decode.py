@@ -221,7 +221,7 @@ class StreamingTranscriber:
             self.enc_times.append(time.perf_counter() - start)
             # the chunk is decoded when the audio reaches its end plus the convs' look-ahead
             if self.speech:
-                self.chunk_start[self.mel.seconds] = self.heard_until
+                self.chunk_start.setdefault(self.mel.seconds, self.heard_until)  # several chunks in one push: from the first
                 self._decode_chunk(now=self.mel.seconds)
             else:  # nothing heard yet: nothing to say (the encoder still runs: its cache needs every frame)
                 self.dec_times.append(0.0)

@@ -103,7 +103,7 @@ def long_form(model, vocab, chunking, files, gap_s: float = 0.5) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from .align import AlignmentError, align
+    from .align import align_or_none
     from .baselines import faster_whisper_la2, faster_whisper_model, faster_whisper_offline, offline
     from .decode import Vocabulary, transcribe_stream
     from .encoder import Chunking
@@ -141,12 +141,7 @@ def main(argv: list[str] | None = None) -> int:
            "faster_whisper_la2": lambda a: faster_whisper_la2(fw, vocab, a, args.la_chunk_ms)}
     results = {"threads": torch.get_num_threads(), "chunk_ms": chunking.chunk_ms, "la_chunk_ms": args.la_chunk_ms, "adapter": str(args.adapter or "shipped")}
     for set_name, files in sets.items():
-        aligned = {}
-        for name, ref, audio in files:
-            try:
-                aligned[name] = align(audio, ref)
-            except AlignmentError:
-                aligned[name] = None
+        aligned = {name: align_or_none(audio, ref) for name, ref, audio in files}
         results[set_name] = {"references": [r for _, r, _ in files], "names": [n for n, *_ in files]}
         offline_errors = None
         for row in rows:

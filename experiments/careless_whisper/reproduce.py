@@ -23,7 +23,7 @@ from shared.progress import progress
 from shared.runs import Run
 from shared.runtime import resolve_device
 
-from .align import AlignmentError, align
+from .align import align_or_none
 from .audio import SAMPLE_RATE
 from .baselines import faster_whisper_la2, faster_whisper_model, faster_whisper_offline, local_agreement, offline
 from .decode import Vocabulary, chunk_pieces, streaming_transcriber, transcribe_stream
@@ -73,12 +73,7 @@ def reproduce(cfg, run: Run) -> None:
     train_prompts = train_prompts[: cfg.data.max_train]
     test_prompts = test_prompts[: cfg.data.max_test]
     audio = {p.name: load_audio(p.path) for p in test_prompts}
-    aligned = {}
-    for p in test_prompts:
-        try:
-            aligned[p.name] = align(audio[p.name], p.text)
-        except AlignmentError:
-            aligned[p.name] = None  # no reference times: counted in WER, not in the lag
+    aligned = {p.name: align_or_none(audio[p.name], p.text) for p in test_prompts}
     other, other_audio, other_aligned = other_speakers(run, cfg.data.max_other)
     results: dict[tuple[str, int | None], dict] = {}
     adapters: dict[int, object] = {}  # chunk ms -> fine-tuned model (shared by the greedy and beam rows)
@@ -166,13 +161,7 @@ def other_speakers(run: Run, limit: int | None = None):
         run.logger.log({"other_speakers_skipped": str(err)})
         return [], {}, {}
     audio = {r.name: load_recording_audio(r) for r in recordings}
-    aligned = {}
-    for r in recordings:
-        try:
-            aligned[r.name] = align(audio[r.name], r.text)
-        except AlignmentError:
-            aligned[r.name] = None
-    return recordings, audio, aligned
+    return recordings, audio, {r.name: align_or_none(audio[r.name], r.text) for r in recordings}
 
 
 def decode_options(cfg) -> dict:

@@ -258,3 +258,22 @@ def test_the_end_of_a_stream_decodes_one_second_of_silence_and_emits_nothing_pas
     assert result.chunks >= before + 4  # 1 s of silence at 300 ms chunks: at least 3 more, plus the last partial chunk
     assert max(result.emitted_at) <= 2.0 and all(s < e or e == 2.0 for s, e in zip(result.heard_from, result.emitted_at))
     assert all(s <= e for s, e in zip(result.heard_from, result.emitted_at))
+
+
+def test_a_push_that_completes_several_chunks_gives_its_words_all_of_the_audio_it_added():
+    """Everything pushed at once (a whole file): every word was recognised in audio from 0 s."""
+    import numpy as np
+
+    from ..decode import StreamingTranscriber, Vocabulary
+    from ..encoder import Chunking
+    from ..weights import build_model, package_files
+    from .test_weights import tiny_variables
+
+    rng = np.random.default_rng(4)
+    _, data_dir = package_files("tiny.en")
+    vocab = Vocabulary(data_dir)
+    v = tiny_variables(rng, d=16, heads=2, ffn=32, vocab=51864, layers=(1, 1), frames=1500, targets=448)
+    model = build_model(v, {"sot": vocab.start[0], "eot": vocab.eot, "no_timestamps": vocab.start[-1]})
+    stream = StreamingTranscriber(model, vocab, Chunking(300), max_new=2)
+    stream.push((rng.normal(size=16000 * 2) * 0.1).astype(np.float32))
+    assert stream.step >= 4 and stream.emitted_at and set(stream.chunk_start.values()) == {0.0}

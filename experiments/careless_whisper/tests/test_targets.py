@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..align import AlignmentError, Word, align, spoken_form
+from ..align import AlignmentError, Word, align, align_or_none, spoken_form
 from ..targets import (
     IGNORE,
     TokenSequence,
@@ -68,6 +68,7 @@ def test_alignment_of_a_real_prompt_is_ordered_and_inside_the_audio(asterisk):
     assert all(w.end > w.start for w in words)
     with pytest.raises(AlignmentError, match="dictionary"):
         align(audio, "please unmute zzyzzyx")
+    assert align_or_none(audio, "please unmute zzyzzyx") is None and align_or_none(audio, prompt.text) == words
 
 
 @pytest.fixture(scope="module")
