@@ -31,7 +31,7 @@ PY=$(find_python) || {
 }
 
 fingerprint() {
-  { "$PY" -c 'import sys; print(sys.version)'; cat env/speech.sh env/requirements.txt env/requirements-nodeps.txt env/requirements-cpu.txt env/constraints.txt pyproject.toml; } | sha256sum | cut -d' ' -f1
+  { "$PY" -c 'import sys; print(sys.version)'; cat env/speech.sh env/synthetic.sh env/requirements.txt env/requirements-nodeps.txt env/requirements-cpu.txt env/constraints.txt pyproject.toml; } | sha256sum | cut -d' ' -f1
 }
 want=$(fingerprint)
 
@@ -58,5 +58,6 @@ fi
 # so edits take effect without reinstalling; it also provides the `streamlab` console script.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
 VENV="$VENV" bash env/speech.sh
+VENV="$VENV" bash env/synthetic.sh
 echo "$want" > "$STAMP"
 echo "env/setup.sh: $VENV ready in $((SECONDS - start)) s ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -80,7 +80,8 @@ def reproduce(cfg, run: Run) -> None:
 
     def finetuned(chunking: Chunking):
         if chunking.chunk_ms not in adapters:
-            adapters[chunking.chunk_ms] = adapter_for(cfg, chunking, vocab, train_prompts, run)
+            held_out = [p.text for p in test_prompts] + [r.text for r in other]  # synthetic text must not overlap them
+            adapters[chunking.chunk_ms] = adapter_for(cfg, chunking, vocab, train_prompts, run, held_out)
         return adapters[chunking.chunk_ms]
 
     peers = []
@@ -263,8 +264,14 @@ def cost_over_length(run: Run, cfg, model, vocab: Vocabulary) -> None:
     run.save_figure(fig, "cost_per_chunk")
 
 
-def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: Run):
-    """A fresh base model with LoRA trained at this chunk size (resumes per epoch)."""
+def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: Run, held_out: list[str] = ()):
+    """A fresh base model with LoRA trained at this chunk size (resumes per epoch); with
+    ``train.synthetic``, on the real prompts plus that many sentences read by synthetic voices."""
+    if cfg.train.get("synthetic"):
+        from .synthetic import synthetic_prompts
+
+        train_prompts = list(train_prompts) + synthetic_prompts(int(cfg.train.synthetic.count), run.dir / "synthetic", list(held_out),
+                                                                seed=int(cfg.train.seed), voices=tuple(cfg.train.synthetic.voices))
     base, _ = load_whisper(cfg.model)
     model = add_lora(base.to(resolve_device(cfg.trainer.device)), int(cfg.lora.rank), init=cfg.lora.init, seed=int(cfg.train.seed),
                      targets=cfg.lora.targets)
