@@ -69,7 +69,7 @@ def fortune_sentences(folder: Path | None = None, min_words: int = 4, max_words:
         text = (folder / name).read_text(encoding="latin-1")
         for cookie in text.split("\n%\n"):
             lines = [ln.strip() for ln in cookie.splitlines() if not ln.strip().startswith("--")]
-            body = re.sub(r"\s+", " ", " ".join(lines).replace("--", ",")).strip()
+            body = re.sub(r"\s+", " ", re.sub(r"\s*--\s*", ", ", " ".join(lines))).strip()
             for sentence in re.findall(r"[^.!?]+[.!?]", body):
                 sentence = sentence.strip()
                 if (re.fullmatch(r"[A-Za-z][A-Za-z ,.!?';-]*", sentence) and min_words <= len(sentence.split()) <= max_words
