@@ -3,7 +3,9 @@
     image, alpha, meta = render(means, quats, scales, opacities, sh, viewmat, K, W, H, impl="auto")
 
 ``reference`` (reference.py) is the specification and runs anywhere, for small images;
-``gsplat`` (gsplat_backend.py) needs CUDA; ``auto`` takes gsplat for CUDA tensors and the reference
+``sparse`` (sparse.py) computes the same result over the (Gaussian, pixel) pairs that can have
+alpha >= 1/255 only (pure torch; 38x faster at 4,000 Gaussians and 64x48 on a CPU, README);
+``gsplat`` (gsplat_backend.py) needs CUDA; ``auto`` takes gsplat for CUDA tensors and ``sparse``
 for CPU tensors. CUDA tensors without gsplat installed are refused: the dense reference holds an
 [H, W, N] tensor per image, about a terabyte at the paper's scale, so a silent fallback would run
 out of memory (or take hours) far from the cause. ``meta["means2d"].grad`` after ``backward()`` is the viewspace
@@ -16,9 +18,9 @@ import importlib.util
 
 import torch
 
-from . import reference
+from . import reference, sparse
 
-IMPLS = ("auto", "reference", "gsplat")
+IMPLS = ("auto", "reference", "sparse", "gsplat")
 
 
 def choose_impl(device: torch.device | str, impl: str = "auto", gsplat_installed: bool | None = None) -> str:
@@ -29,7 +31,7 @@ def choose_impl(device: torch.device | str, impl: str = "auto", gsplat_installed
     if impl != "auto":
         return impl
     if torch.device(device).type != "cuda":
-        return "reference"
+        return "sparse"
     if gsplat_installed is None:
         gsplat_installed = importlib.util.find_spec("gsplat") is not None
     if not gsplat_installed:
@@ -39,10 +41,11 @@ def choose_impl(device: torch.device | str, impl: str = "auto", gsplat_installed
 
 
 def render(means, quats, scales, opacities, colors, viewmat, K, width, height, impl: str = "auto", **kwargs):
-    if choose_impl(means.device, impl) == "gsplat":
+    chosen = choose_impl(means.device, impl)
+    if chosen == "gsplat":
         from .gsplat_backend import rasterize
     else:
-        rasterize = reference.rasterize
+        rasterize = sparse.rasterize if chosen == "sparse" else reference.rasterize
     return rasterize(means, quats, scales, opacities, colors, viewmat, K, width, height, **kwargs)
 
 

@@ -1,9 +1,10 @@
 """Forward+backward time of one render against Gaussian count and image size.
 
-    python -m kernels.splat.bench [--backend reference|gsplat] [--repeats 5] [--out bench.csv]
+    python -m kernels.splat.bench [--backend reference,sparse|gsplat] [--repeats 5] [--out bench.csv]
 
-On a CPU only the reference runs (use it for ratios within one run: e.g. how cost grows with N);
-on CUDA both run and times are absolute (after warm-up, with synchronisation).
+On a CPU the reference and the sparse path run in the same process, one size after the other, and
+the speed-up is their ratio (these machines are noisy: compare only times of one run); on CUDA
+gsplat's times are absolute (after warm-up, with synchronisation).
 """
 
 from __future__ import annotations
@@ -42,19 +43,26 @@ def time_render(n: int, width: int, height: int, backend: str, device: str, repe
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", default="reference", choices=["reference", "gsplat"])
+    parser.add_argument("--backend", default="reference,sparse", help="comma-separated: reference, sparse, gsplat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    device = "cuda" if args.backend == "gsplat" else ("cuda" if torch.cuda.is_available() else "cpu")
-    sizes = [(32, 24), (64, 48)] if args.backend == "reference" and device == "cpu" else [(32, 24), (338, 254), (1352, 1014)]
-    counts = [100, 300, 1000] if device == "cpu" else [1_000, 100_000, 500_000]
+    backends = args.backend.split(",")
+    if unknown := set(backends) - {"reference", "sparse", "gsplat"}:
+        parser.error(f"unknown backend(s) {sorted(unknown)}")
+    device = "cuda" if "gsplat" in backends or torch.cuda.is_available() else "cpu"
+    sizes = [(32, 24), (64, 48)] if device == "cpu" else [(32, 24), (338, 254), (1352, 1014)]
+    counts = [100, 300, 1000, 4000] if device == "cpu" else [1_000, 100_000, 500_000]
     rows = []
     for width, height in sizes:
         for n in counts:
-            seconds = time_render(n, width, height, args.backend, device, args.repeats)
-            rows.append({"backend": args.backend, "device": device, "n": n, "width": width, "height": height, "ms_fwd_bwd": 1e3 * seconds})
-            print(f"{args.backend:9s} {device:4s} N={n:>7d} {width}x{height}: {1e3 * seconds:8.1f} ms forward+backward", flush=True)
+            times = {}
+            for backend in backends:
+                times[backend] = seconds = time_render(n, width, height, backend, device, args.repeats)
+                rows.append({"backend": backend, "device": device, "n": n, "width": width, "height": height, "ms_fwd_bwd": 1e3 * seconds})
+            ratio = f"  reference / sparse: {times['reference'] / times['sparse']:5.1f}x" if {"reference", "sparse"} <= set(times) else ""
+            print(f"{device:4s} N={n:>7d} {width}x{height}: " + ", ".join(f"{b} {1e3 * t:8.1f} ms" for b, t in times.items())
+                  + f" forward+backward{ratio}", flush=True)
     if args.out:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -92,30 +92,10 @@ def project(means, quats, scales, viewmat, K, eps2d: float = 0.3):
     return z, means2d, cov2d
 
 
-def rasterize(
-    means: torch.Tensor,
-    quats: torch.Tensor,
-    scales: torch.Tensor,
-    opacities: torch.Tensor,
-    colors: torch.Tensor,
-    viewmat: torch.Tensor,
-    K: torch.Tensor,
-    width: int,
-    height: int,
-    sh_degree: int | None = None,
-    background: torch.Tensor | None = None,
-    pixel_mask: torch.Tensor | None = None,
-    near: float = 0.01,
-    eps2d: float = 0.3,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Render one camera. Returns (image [H, W, 3], alpha [H, W], meta).
-
-    ``pixel_mask`` [H, W] (bool) renders only those pixels; the others are ``background`` with
-    alpha 0 and no gradient (QUEEN's masked phase). ``meta["means2d"]`` [N, 2] is the projected
-    centre in pixels with ``retain_grad()`` called, so after ``backward()`` its ``.grad`` holds the
-    viewspace gradient (pixel units); ``meta["visible"]`` marks Gaussians in front of the camera
-    whose 3-sigma footprint touches the image.
-    """
+def screen_space(means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree, background, near, eps2d):
+    """What every rasterizer of this package needs before compositing: depth, pixel means, 2D
+    covariances and their inverses (conics), 3-sigma radii, the in-front and visible masks, RGB
+    colours (SH evaluated towards the camera) and the background."""
     n = means.shape[0]
     for name, tensor, shape in (("quats", quats, (n, 4)), ("scales", scales, (n, 3)), ("opacities", opacities, (n,))):
         if tuple(tensor.shape) != shape:
@@ -143,6 +123,36 @@ def rasterize(
     else:
         rgb = colors
 
+    return depth, means2d, cov2d, conic, radius, in_front, visible, rgb, background
+
+
+def rasterize(
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    sh_degree: int | None = None,
+    background: torch.Tensor | None = None,
+    pixel_mask: torch.Tensor | None = None,
+    near: float = 0.01,
+    eps2d: float = 0.3,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Render one camera. Returns (image [H, W, 3], alpha [H, W], meta).
+
+    ``pixel_mask`` [H, W] (bool) renders only those pixels; the others are ``background`` with
+    alpha 0 and no gradient (QUEEN's masked phase). ``meta["means2d"]`` [N, 2] is the projected
+    centre in pixels with ``retain_grad()`` called, so after ``backward()`` its ``.grad`` holds the
+    viewspace gradient (pixel units); ``meta["visible"]`` marks Gaussians in front of the camera
+    whose 3-sigma footprint touches the image.
+    """
+    depth, means2d, cov2d, conic, radius, in_front, visible, rgb, background = screen_space(
+        means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree, background, near, eps2d)
+    dtype, device = means.dtype, means.device
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     pix = torch.stack([xs, ys], -1).reshape(-1, 2).to(dtype) + 0.5
     flat_mask = None if pixel_mask is None else pixel_mask.reshape(-1).to(device)
@@ -156,7 +166,7 @@ def rasterize(
     sigma = 0.5 * (a[:, None] * d[..., 0] ** 2 + c[:, None] * d[..., 1] ** 2) + b[:, None] * d[..., 0] * d[..., 1]
     alpha = torch.clamp_max(opacities[keep, None] * torch.exp(-sigma), 0.999)
     alpha = torch.where((alpha >= 1.0 / 255.0) & (sigma >= 0), alpha, torch.zeros_like(alpha))
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:1]), 1 - alpha], 0), 0)
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(pix[None, :, 0]), 1 - alpha], 0), 0)  # [N + 1, P], also for N = 0
     weights = alpha * transmittance[:-1]  # [N, P]
     rendered = weights.T @ rgb[keep] + transmittance[-1][:, None] * background
     acc = 1 - transmittance[-1]

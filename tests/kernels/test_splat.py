@@ -1,5 +1,6 @@
 """Gaussian splatting: the torch reference against hand-computed cases and float64 gradients,
-masked rendering, and (GPU tier) gsplat against the reference on images, alphas and gradients."""
+masked rendering, the sparse CPU path against the reference, and (GPU tier) gsplat against the
+reference on images, alphas and gradients."""
 
 import math
 
@@ -119,8 +120,8 @@ def test_viewspace_gradient_flows_to_visible_gaussians_only():
     assert torch.all(grad2d[:2] == 0) and torch.all(grad2d[2:].norm(dim=-1) > 0)
 
 
-def test_auto_impl_is_the_reference_on_cpu_and_unknown_impls_are_refused():
-    assert choose_impl("cpu") == "reference" and choose_impl("cpu", gsplat_installed=False) == "reference"
+def test_auto_impl_is_the_sparse_one_on_cpu_and_unknown_impls_are_refused():
+    assert choose_impl("cpu") == "sparse" and choose_impl("cpu", gsplat_installed=False) == "sparse"
     assert choose_impl("cuda", gsplat_installed=True) == "gsplat"
     # CUDA without gsplat: a loud error, not the dense reference (a terabyte at paper scale)
     with pytest.raises(RuntimeError, match="needs gsplat"):
@@ -151,3 +152,78 @@ def test_the_parity_figures_are_zero_for_one_backend_and_see_a_wrong_gradient():
     assert parity.within_tolerance(same) and same["image_mean"] > 0.05
     moved = dict(same, grad_scales_rel_diff=0.05)
     assert not parity.within_tolerance(moved)
+
+
+# --- the sparse CPU path (kernels/splat/sparse.py) against the reference, its specification -------------------------
+
+
+def both(params, viewmat, K, w, h, **kwargs):
+    """Image, alpha and every parameter's gradient (and the viewspace one) from both rasterizers."""
+    from kernels.splat import sparse
+
+    out = []
+    for impl in (rasterize, sparse.rasterize):
+        leaves = [t.detach().clone().requires_grad_(True) for t in params]
+        image, alpha, meta = impl(*leaves, viewmat, K, w, h, **kwargs)
+        weights = torch.linspace(-1, 1, image.numel(), dtype=image.dtype).reshape(image.shape)  # every pixel and channel differs
+        ((image * weights).sum() + (alpha * alpha).sum()).backward()
+        out.append((image.detach(), alpha.detach(), [t.grad for t in leaves] + [viewspace_grad(meta)], meta))
+    return out
+
+
+@pytest.mark.parametrize("n, w, h, sh", [(1, 5, 3, None), (57, 23, 17, 2), (400, 41, 29, 3)])
+def test_sparse_equals_the_reference_on_images_alphas_and_gradients(n, w, h, sh):
+    viewmat, K, _, _ = camera(w, h, focal=w)
+    params = random_gaussians(n, seed=n, sh_degree=sh)
+    (image, alpha, grads, meta), (s_image, s_alpha, s_grads, s_meta) = both(params, viewmat, K, w, h, background=torch.tensor([0.2, 0.5, 0.9]))
+    assert image.abs().sum() > 0 and torch.allclose(s_image, image, atol=1e-5, rtol=0)
+    assert torch.allclose(s_alpha, alpha, atol=1e-5, rtol=0)
+    for ref, fast in zip(grads, s_grads):
+        assert ref.abs().max() > 0 and torch.allclose(fast, ref, atol=1e-5 * float(ref.abs().max()), rtol=0)
+    assert torch.equal(s_meta["visible"], meta["visible"]) and 0 < s_meta["pairs"] < n * w * h
+
+
+def test_sparse_boxes_reach_as_far_as_alpha_does_beyond_three_sigma():
+    """An opaque Gaussian is still above 1/255 at 3.3 sigma: a 3-sigma box would cut its rim."""
+    from kernels.splat import sparse
+
+    viewmat, K, w, h = camera(31, 31, focal=31)
+    means = torch.tensor([[0.0, 0.0, 3.0]])
+    quats, scales, opac = torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.3), torch.tensor([0.999])
+    colors = torch.ones(1, 3)
+    reference_alpha = rasterize(means, quats, scales, opac, colors, viewmat, K, w, h)[1]
+    sparse_alpha = sparse.rasterize(means, quats, scales, opac, colors, viewmat, K, w, h)[1]
+    sigma_px = math.sqrt(0.3**2 * (31 / 3.0) ** 2 + 0.3)
+    rim = (torch.arange(w) + 0.5 - w / 2).abs() > 3 * sigma_px
+    assert reference_alpha[h // 2, rim].max() > 1 / 255  # the case exists
+    assert torch.allclose(sparse_alpha, reference_alpha, atol=1e-6, rtol=0)
+
+
+def test_sparse_masked_render_and_gradcheck_in_float64():
+    from kernels.splat import sparse
+
+    viewmat, K, w, h = camera(9, 7, focal=9, dtype=torch.float64)
+    params = random_gaussians(5, seed=4, dtype=torch.float64, sh_degree=1)
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[1:5, 2:8] = True
+    bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    (image, alpha, grads, _), (s_image, s_alpha, s_grads, s_meta) = both(params, viewmat, K, w, h, background=bg, pixel_mask=mask)
+    assert torch.allclose(s_image, image, atol=1e-12) and torch.allclose(s_alpha, alpha, atol=1e-12)
+    assert s_meta["pairs"] < sparse.rasterize(*params, viewmat, K, w, h)[2]["pairs"]  # pixels off the mask cost nothing
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads, s_grads))
+    leaves = [t.clone().requires_grad_(True) for t in params]
+    assert torch.autograd.gradcheck(lambda *p: sparse.rasterize(*p, viewmat, K, w, h, background=bg, pixel_mask=mask)[:2], leaves,
+                                    eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["reference", "sparse"])
+def test_no_visible_gaussian_renders_the_background(impl):
+    viewmat, K, w, h = camera(6, 5)
+    means, quats, scales, opac, colors = random_gaussians(3, seed=5)
+    means = (means * torch.tensor([1.0, 1.0, -1.0])).requires_grad_(True)  # all behind the camera
+    bg = torch.tensor([0.3, 0.6, 0.9])
+    image, alpha, meta = render(means, quats, scales, opac, colors, viewmat, K, w, h, impl=impl, background=bg)
+    assert torch.equal(image, bg.expand(h, w, 3)) and torch.all(alpha == 0) and not meta["visible"].any()
+    image.sum().backward()  # and nothing in the backward pass fails either
+    image, alpha, _ = render(means[:0], quats[:0], scales[:0], opac[:0], colors[:0], viewmat, K, w, h, impl=impl, background=bg)
+    assert torch.equal(image, bg.expand(h, w, 3))
