@@ -294,6 +294,18 @@ class ResidualFrame:
             loss = loss + self.cfg.gate.lambda_l0 * self.gate.prob_open().mean()
         return loss
 
+    def fit_view(self, camera, target, background, mask=None) -> float:
+        """One optimisation step on one view; returns the loss. With ``mask`` (the masked phase) only
+        those pixels are rendered, and the target elsewhere becomes the background the masked render
+        shows there, so the loss sees the changed pixels only."""
+        image, _, _ = render_gaussians(self.gaussians(), camera, background, backend=self.cfg.backend, pixel_mask=mask)
+        if mask is not None:
+            target = torch.where(mask[..., None], target, background)
+        loss = self.loss(image, target)
+        loss.backward()
+        self.step()
+        return float(loss.detach())
+
     def step(self) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -351,11 +363,7 @@ def train_residual_frame(prev: Gaussians, codec: ResidualCodecState, scene: Scen
             if bar is not None:
                 bar.update()
             continue  # nothing changed in this view: skip, as the tile-masked rasterizer would
-        image, _, _ = render_gaussians(model.gaussians(), cam, scene.background, backend=cfg.backend, pixel_mask=mask)
-        if mask is not None:  # loss on the changed pixels only
-            target = torch.where(mask[..., None], target, scene.background)
-        model.loss(image, target).backward()
-        model.step()
+        model.fit_view(cam, target, scene.background, mask)
         if bar is not None:
             bar.update()
     state, payload = model.commit()

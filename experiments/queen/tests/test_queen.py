@@ -350,3 +350,91 @@ def test_stream_on_cuda_through_gsplat_decodes_within_float_tolerance(tmp_path):
     assert result["decode_max_abs_error"] < 1e-4  # CPU decoder vs CUDA trainer: matmul rounding only
     assert all(r["decoded_render_psnr_vs_trainer"] > 50 for r in result["per_frame"])
     assert np.isfinite(result["psnr"]) and result["render_fps"] > 0
+
+
+# ---------------------------------------------------------------- parts a one-line break must not pass -------
+
+
+def test_size_estimate_counts_32_bits_per_stored_float_and_entropy_per_symbol_column():
+    payload = {"xyz_offset": torch.randn(5, 3), "f_dc_symbols": torch.stack([torch.arange(64) % 4, torch.zeros(64, dtype=torch.long)], 1).int()}
+    assert codec.estimate_bits(payload) == 32 * 15 + 64 * 2 + 0  # 15 floats; a uniform 4-symbol column; a constant one
+
+
+def test_sh_basis_signs_match_3dgs_on_the_axes():
+    """The first-degree terms are -C1 y, C1 z, -C1 x (3DGS / gsplat); an orthonormality test cannot see a flipped sign."""
+    from kernels.splat.reference import SH_C1, sh_basis
+
+    axes = torch.eye(3)  # +x, +y, +z
+    basis = sh_basis(axes, 2)
+    assert basis[:, 1].tolist() == pytest.approx([0.0, -SH_C1, 0.0])
+    assert basis[:, 2].tolist() == pytest.approx([0.0, 0.0, SH_C1])
+    assert basis[:, 3].tolist() == pytest.approx([-SH_C1, 0.0, 0.0])
+    diagonal = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]), dim=-1)
+    xy, yz, xz = sh_basis(diagonal, 2)[[0, 1, 2], [4, 5, 7]]
+    assert (xy.item(), yz.item(), xz.item()) == pytest.approx((1.0925484305920792 / 2, -1.0925484305920792 / 2, -1.0925484305920792 / 2))
+
+
+def residual_frame(small_scene, gate=True, quantize=True, seed=0):
+    """A ResidualFrame on a random 30-Gaussian previous frame, with half the gates open."""
+    from ..train import ResidualCodecState, ResidualFrame
+
+    cfg = smoke_cfg()
+    g = torch.Generator().manual_seed(seed)
+    n, rest = 30, 3 * ((cfg.sh_degree + 1) ** 2 - 1)
+    prev = Gaussians(torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 0.5]), torch.randn(n, 3, generator=g) * 0.5,
+                     torch.randn(n, rest, generator=g) * 0.1, torch.full((n, 3), -3.0) + 0.2 * torch.randn(n, 3, generator=g),
+                     torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1), torch.randn(n, 1, generator=g))
+    q = cfg.quant.f_rest
+    state = ResidualCodecState(cfg, LatentDecoder(q.latent_dim, rest, q.basis, q.init_std, seed=1), torch.randint(-2, 3, (n, q.latent_dim), generator=g).float())
+    d = torch.rand(n, generator=g)
+    return ResidualFrame(prev, state, cfg, 1.0, d, gate, quantize), prev
+
+
+def test_a_fresh_residual_frame_is_the_previous_frame(small_scene):
+    """Latents start at 0 and decoders' biases at 0, so before any step every attribute is the
+    previous frame's (and the f_rest latents carry over)."""
+    model, prev = residual_frame(small_scene)
+    now = model.gaussians()
+    for name in ("xyz", "f_dc", "log_scale", "rot", "opacity_logit"):
+        assert torch.equal(getattr(now, name), getattr(prev, name)), name
+    assert torch.equal(now.f_rest, model.codec.rest_decoder(model.codec.rest_latent))
+
+
+def test_training_sees_the_gated_positions_the_bitstream_stores(small_scene):
+    """Move every position, close half the gates: what the loss renders (gaussians()) equals what is
+    committed, and closed gates keep the previous positions in both."""
+    model, prev = residual_frame(small_scene)
+    with torch.no_grad():
+        model.xyz.add_(0.05)
+        model.gate.log_alpha.copy_(torch.where(torch.arange(len(prev)) % 2 == 0, 10.0, -10.0))
+        for latent in model.latents.values():
+            latent.copy_(torch.randint(-2, 3, latent.shape).float())  # integers: rounding changes nothing
+    trained = model.gaussians()
+    committed, payload = model.commit()
+    closed = ~payload["gate_open"]
+    assert closed.sum() == len(prev) // 2
+    assert torch.allclose(trained.xyz, committed.xyz, atol=1e-7) and torch.equal(committed.xyz[closed], prev.xyz[closed])
+    for name in ("f_dc", "log_scale", "rot", "opacity_logit"):
+        assert torch.allclose(getattr(trained, name), getattr(committed, name), atol=1e-6), name
+
+
+def test_the_l0_penalty_pushes_gates_closed(small_scene):
+    model, _ = residual_frame(small_scene)
+    image = torch.rand(6, 5, 3)
+    penalised = model.loss(image, image)  # a perfect image: only the gate term is left
+    assert penalised.item() == pytest.approx(model.cfg.gate.lambda_l0 * model.gate.prob_open().mean().item()) and penalised > 0
+    penalised.backward()
+    assert torch.all(model.gate.log_alpha.grad > 0)  # gradient descent lowers every log_alpha: closes gates
+    assert residual_frame(small_scene, gate=False)[0].loss(image, image).item() == 0.0
+
+
+def test_the_masked_phase_compares_only_the_masked_pixels(small_scene):
+    """With a mask, the loss does not depend on the target outside it (the render shows background there)."""
+    cam, target = small_scene.cameras[1], small_scene.images[1, 1]
+    mask = torch.zeros(cam.height, cam.width, dtype=torch.bool)
+    mask[4:12, 6:16] = True
+    elsewhere = torch.where(mask[..., None], target, 1 - target)
+    losses = [residual_frame(small_scene)[0].fit_view(cam, t, small_scene.background, mask) for t in (target, elsewhere)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-7)
+    unmasked = [residual_frame(small_scene)[0].fit_view(cam, t, small_scene.background) for t in (target, elsewhere)]
+    assert abs(unmasked[0] - unmasked[1]) > 1e-2  # the same two targets do differ where nothing masks them
