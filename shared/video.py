@@ -16,8 +16,20 @@ import numpy as np
 from .errors import DataError
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
-    """[T, H, W, 3] uint8 RGB frames of the first video stream."""
+def shrink(frame: np.ndarray, factor: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [H // factor, W // factor, 3] uint8: the mean of each factor x factor block
+    (area downscaling; rows and columns past a multiple of ``factor`` are dropped), rounded."""
+    if factor == 1:
+        return frame
+    h, w = frame.shape[0] // factor * factor, frame.shape[1] // factor * factor
+    blocks = frame[:h, :w].reshape(h // factor, factor, w // factor, factor, 3)
+    return np.rint(blocks.mean((1, 3), dtype=np.float32)).astype(np.uint8)
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None, downscale: int = 1) -> np.ndarray:
+    """[T, H, W, 3] uint8 RGB frames of the first video stream; with ``downscale`` > 1 each frame is
+    shrunk as soon as it is decoded, so memory holds the small frames only (N3DV's 2704x2028 videos:
+    16 MB per full frame)."""
     import av
 
     path = Path(path)
@@ -27,7 +39,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.nda
         with av.open(str(path)) as container:
             frames = []
             for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(shrink(frame.to_ndarray(format="rgb24"), downscale))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.error.FFmpegError, ValueError, IndexError) as err:

@@ -8,11 +8,13 @@ is measured from these files; ``estimate_bits`` is the paper's accounting (empir
 32 bits per float), which ignores headers.
 
 Frame file layout (little endian):
-    magic b"QUEENFRM" | version u16 | kind u8 (0 key, 1 residual) | index u32 | n_gaussians u32
-    | payload_len u64 | crc32 u32 | payload
+    magic b"QUEENFRM" | version u16 | kind u8 (0 key, 1 residual) | stream id u64 | index u32
+    | n_gaussians u32 | payload_len u64 | crc32 u32 | payload
+The stream id is drawn at random when a stream starts (stream.py) and written into every frame of
+it: a frame file copied in from another row or run is refused instead of decoding into garbage.
 payload: a sequence of sections  name_len u8 | name | type u8 (0 float32, 1 symbols) | ndim u8
     | shape u32 x ndim | data_len u32 | data
-A short file, a bad checksum or a frame out of order raises BitstreamError naming the frame.
+A short file, a bad checksum, a frame out of order or of another stream raises BitstreamError naming the frame.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from shared.io import atomic_write_bytes
 from .model import Gaussians
 
 MAGIC = b"QUEENFRM"
-VERSION = 1
-HEADER = struct.Struct("<8sHBIIQI")
+VERSION = 2  # 2: the stream id
+HEADER = struct.Struct("<8sHBQIIQI")
 KEY, RESIDUAL = 0, 1
 
 
@@ -120,7 +122,7 @@ def _is_symbol_tensor(t: torch.Tensor) -> bool:
     return t.dtype in (torch.bool, torch.int32, torch.int64)
 
 
-def encode_frame(index: int, kind: int, n_gaussians: int, payload: dict) -> bytes:
+def encode_frame(index: int, kind: int, n_gaussians: int, payload: dict, stream_id: int = 0) -> bytes:
     body = io.BytesIO()
     for name, t in _flatten(payload).items():
         t = t.detach().cpu()
@@ -136,20 +138,29 @@ def encode_frame(index: int, kind: int, n_gaussians: int, payload: dict) -> byte
         body.write(struct.pack("<B", len(encoded)) + encoded + struct.pack("<BB", kind_id, t.dim()))
         body.write(struct.pack(f"<{t.dim()}I", *t.shape) + struct.pack("<I", len(data)) + data)
     payload_bytes = body.getvalue()
-    return HEADER.pack(MAGIC, VERSION, kind, index, n_gaussians, len(payload_bytes), zlib.crc32(payload_bytes)) + payload_bytes
+    return HEADER.pack(MAGIC, VERSION, kind, stream_id, index, n_gaussians, len(payload_bytes), zlib.crc32(payload_bytes)) + payload_bytes
 
 
-def decode_frame(data: bytes, expected_index: int | None = None, source: str = "") -> tuple[int, int, int, dict]:
-    """(index, kind, n_gaussians, payload) of one frame file's bytes; BitstreamError on any damage."""
+def stream_id_of(data: bytes) -> int | None:
+    """The stream id in a frame's header (None for bytes too short to hold one)."""
+    return HEADER.unpack_from(data)[3] if len(data) >= HEADER.size else None
+
+
+def decode_frame(data: bytes, expected_index: int | None = None, source: str = "", expected_stream: int | None = None) -> tuple[int, int, int, dict]:
+    """(index, kind, n_gaussians, payload) of one frame file's bytes; BitstreamError on any damage,
+    and on a stream id other than ``expected_stream`` (when given)."""
     where = f"frame {expected_index}" if expected_index is not None else "frame"
     where += f" ({source})" if source else ""
     if len(data) < HEADER.size:
         raise BitstreamError(f"{where}: truncated, {len(data)} bytes is shorter than the {HEADER.size}-byte header")
-    magic, version, kind, index, n, length, crc = HEADER.unpack_from(data)
+    magic, version, kind, stream, index, n, length, crc = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BitstreamError(f"{where}: not a QUEEN frame (magic {magic!r})")
     if version != VERSION:
         raise BitstreamError(f"{where}: bitstream version {version}, this decoder reads {VERSION}")
+    if expected_stream is not None and stream != expected_stream:
+        raise BitstreamError(f"{where}: the file belongs to stream {stream:016x}, not to stream {expected_stream:016x} of the frames "
+                             "before it (a frame file from another row or run?)")
     if expected_index is not None and index != expected_index:
         raise BitstreamError(f"{where}: the file holds frame {index}; frames must be decoded in order")
     body = data[HEADER.size:]
@@ -188,9 +199,9 @@ def frame_path(directory: Path, index: int) -> Path:
     return Path(directory) / f"frame_{index:05d}.qbin"
 
 
-def write_frame(directory: Path, index: int, kind: int, n_gaussians: int, payload: dict) -> int:
+def write_frame(directory: Path, index: int, kind: int, n_gaussians: int, payload: dict, stream_id: int = 0) -> int:
     """Encode and write one frame atomically; returns its size in bytes."""
-    data = encode_frame(index, kind, n_gaussians, payload)
+    data = encode_frame(index, kind, n_gaussians, payload, stream_id)
     Path(directory).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(frame_path(directory, index), data)
     return len(data)
@@ -225,9 +236,12 @@ class StreamDecoder:
         self.state: Gaussians | None = None
         self.rest_symbols: torch.Tensor | None = None
         self.frames_decoded = 0
+        self.stream_id: int | None = None  # taken from the first frame; every later frame must carry it
 
     def apply(self, data: bytes, source: str = "") -> Gaussians:
-        index, kind, n, p = decode_frame(data, self.frames_decoded, source)
+        index, kind, n, p = decode_frame(data, self.frames_decoded, source, self.stream_id)
+        if self.stream_id is None:
+            self.stream_id = stream_id_of(data)
         where = f"frame {index}" + (f" ({source})" if source else "")
         if kind == KEY:
             rest_width = p["decoders"]["f_rest"]["bias"].shape[0]

@@ -56,6 +56,25 @@ def render_gaussians(g: Gaussians, camera, background: torch.Tensor, backend: st
     )
 
 
+def nearest_neighbours(queries: torch.Tensor, points: torch.Tensor, k: int = 1, skip_self: bool = False,
+                       max_elements: int = 2**26) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distances, indices) [Q, k] of the ``k`` nearest ``points`` to each query, computed in row
+    chunks of at most ``max_elements`` distances (256 MB of float32), so memory stays flat where a full
+    distance matrix would not fit (52k x 52k points: 10.8 GB). ``skip_self``: the queries are
+    ``points`` themselves and a point is not its own neighbour."""
+    rows = max(1, max_elements // max(1, len(points)))
+    dists, indices = [], []
+    for start in range(0, len(queries), rows):
+        d = torch.cdist(queries[start:start + rows], points)
+        if skip_self:
+            own = torch.arange(start, start + len(d), device=d.device)
+            d[torch.arange(len(d), device=d.device), own] = torch.inf
+        found = d.topk(k, dim=1, largest=False)
+        dists.append(found.values)
+        indices.append(found.indices)
+    return torch.cat(dists), torch.cat(indices)
+
+
 def round_ste(z: torch.Tensor) -> torch.Tensor:
     """round(z) in the forward pass, identity in the backward pass (straight-through estimator)."""
     return z + (torch.round(z) - z).detach()

@@ -42,7 +42,7 @@ def reproduce(cfg, run: Run) -> None:
 
 def save_arrays(run: Run, scene, per_frame: dict) -> None:
     """Per-frame curves and test-view renders (uint8) for the notebook."""
-    arrays = {"ground_truth": (scene.images[:, scene.test_cameras[0]].cpu().numpy() * 255).round().astype(np.uint8)}
+    arrays = {"ground_truth": np.stack([(scene.image(t, scene.test_cameras[0]).cpu().numpy() * 255).round().astype(np.uint8) for t in range(scene.n_frames)])}
     for row, result in per_frame.items():
         arrays[f"{row}/renders"] = np.stack(result["extras"]["renders"])
         for key in ("psnr", "bytes", "estimate_bytes", "train_seconds"):
@@ -77,7 +77,7 @@ def figure_gates(extras: dict, scene):
     n = len(extras["gate_open"])
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.4), squeeze=False)
     for t, ax in enumerate(axes[0]):
-        ax.imshow(scene.images[t, scene.test_cameras[0]].cpu().numpy())
+        ax.imshow(scene.image(t, scene.test_cameras[0]).cpu().numpy())
         means, open_ = extras["means_test"][t], extras["gate_open"][t]
         ax.scatter(means[~open_, 0] - 0.5, means[~open_, 1] - 0.5, s=2, c="white", alpha=0.5)
         ax.scatter(means[open_, 0] - 0.5, means[open_, 1] - 0.5, s=4, c="red")
@@ -93,7 +93,7 @@ def figure_renders(per_frame: dict, scene):
     last = scene.n_frames - 1
     rows = list(per_frame)
     fig, axes = plt.subplots(1, len(rows) + 1, figsize=(2.6 * (len(rows) + 1), 2.4))
-    axes[0].imshow(scene.images[last, scene.test_cameras[0]].cpu().numpy())
+    axes[0].imshow(scene.image(last, scene.test_cameras[0]).cpu().numpy())
     axes[0].set(title=f"ground truth, frame {last}", xticks=[], yticks=[])
     for ax, row in zip(axes[1:], rows):
         ax.imshow(per_frame[row]["extras"]["renders"][last])

@@ -48,7 +48,7 @@ class Truth:
 @dataclass
 class Scene:
     cameras: list[Camera]
-    images: torch.Tensor  # [T, C, H, W, 3] float32 in [0, 1]
+    images: torch.Tensor  # [T, C, H, W, 3]: float32 in [0, 1] (rendered scenes) or uint8 (decoded videos, 4x less memory)
     test_cameras: list[int]
     points: torch.Tensor  # [M, 3] initial point cloud (COLMAP's role)
     point_colors: torch.Tensor  # [M, 3] in [0, 1]
@@ -60,6 +60,11 @@ class Scene:
     @property
     def n_frames(self) -> int:
         return self.images.shape[0]
+
+    def image(self, frame: int, camera: int) -> torch.Tensor:
+        """[H, W, 3] float32 in [0, 1], whatever the storage."""
+        image = self.images[frame, camera]
+        return image.float() / 255 if image.dtype == torch.uint8 else image
 
     @property
     def train_cameras(self) -> list[int]:

@@ -9,6 +9,7 @@ Rows (conf/experiment/*.yaml): ``queen`` (gate + quantized latents), ``no_gate``
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from shared.progress import progress
 from shared.timing import median_seconds
 
 from . import codec
-from .model import Gaussians, LatentDecoder, render_gaussians, rest_width
+from .model import Gaussians, LatentDecoder, nearest_neighbours, render_gaussians, rest_width
 from .scene import Scene
 from .train import ResidualCodecState, fit_keyframe, train_residual_frame
 
@@ -35,7 +36,7 @@ def to_8bit(image: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_frame(g: Gaussians, scene: Scene, frame: int, backend: str) -> dict:
     renders = [to_8bit(render_gaussians(g, scene.cameras[c], scene.background, backend=backend)[0]) for c in scene.test_cameras]
-    targets = [scene.images[frame, c] for c in scene.test_cameras]
+    targets = [scene.image(frame, c) for c in scene.test_cameras]
     return {
         "psnr": float(np.mean([psnr(r, t) for r, t in zip(renders, targets)])),
         "ssim": float(np.mean([ssim(r, t).item() for r, t in zip(renders, targets)])),
@@ -49,7 +50,7 @@ def dynamic_labels(g: Gaussians, scene: Scene, frame: int) -> torch.Tensor | Non
     if scene.truth is None:
         return None
     gt = scene.truth.frames[frame - 1].xyz
-    return scene.truth.dynamic[torch.cdist(g.xyz.detach(), gt).argmin(1)]
+    return scene.truth.dynamic[nearest_neighbours(g.xyz.detach(), gt)[1][:, 0]]
 
 
 def gate_scores(open_: torch.Tensor, dynamic: torch.Tensor | None) -> dict:
@@ -102,6 +103,8 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
             if not path.is_file():
                 raise codec.BitstreamError(f"frame {t}: {path.name} is missing from {bitstream_dir}, so the run cannot resume after frame {start - 1}")
             decoder.apply(path.read_bytes(), source=path.name)
+    # every frame file carries the stream's id (codec.py); a resumed stream goes on with the id of its frame 0
+    stream_id = decoder.stream_id if decoder.stream_id is not None else secrets.randbits(64)
     bar = progress(total=scene.n_frames, initial=start, desc=f"queen/{scope} frames")
     for t in range(start, scene.n_frames):
         t0 = time.perf_counter()
@@ -118,7 +121,7 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
             kind = codec.RESIDUAL
         seconds = time.perf_counter() - t0
 
-        n_bytes = codec.write_frame(bitstream_dir, t, kind, len(committed), payload)
+        n_bytes = codec.write_frame(bitstream_dir, t, kind, len(committed), payload, stream_id)
         decoded = decoder.apply(codec.frame_path(bitstream_dir, t).read_bytes(), source=f"frame_{t:05d}.qbin").to(scene.device)
         evaluation = evaluate_frame(committed, scene, t, cfg.backend)
         decoded_eval = evaluate_frame(decoded, scene, t, cfg.backend)

@@ -17,7 +17,7 @@ from kernels.splat import viewspace_grad
 from kernels.splat.reference import quat_to_rotmat
 from shared.metrics import ssim
 
-from .model import Gaussians, LatentDecoder, PositionGate, render_gaussians, rest_width
+from .model import Gaussians, LatentDecoder, PositionGate, nearest_neighbours, render_gaussians, rest_width
 from .scene import Scene
 
 QUANTIZED = ("f_dc", "rot", "opacity_logit", "log_scale")  # "sq_res" residual decoders; f_rest is "sq"
@@ -77,9 +77,7 @@ class PerGaussianParams:
 
 def initial_gaussians(points: torch.Tensor, colors: torch.Tensor, rest_latent_dim: int) -> dict[str, torch.Tensor]:
     """3DGS's initialisation from a point cloud: scales from the 3 nearest neighbours, opacity 0.1."""
-    dist = torch.cdist(points, points)
-    dist.fill_diagonal_(torch.inf)
-    knn = dist.topk(min(3, len(points) - 1), largest=False).values.mean(-1).clamp_min(1e-4)
+    knn = nearest_neighbours(points, points, min(3, len(points) - 1), skip_self=True)[0].mean(-1).clamp_min(1e-4)
     n = len(points)
     return {
         "xyz": points.clone(),
@@ -157,7 +155,7 @@ def fit_keyframe(scene: Scene, frame: int, cfg: DictConfig, bar=None) -> Keyfram
                 group["lr"] = lr0 * (lr1 / lr0) ** (it / max(1, iterations - 1))
         cam = scene.cameras[cam_index]
         image, _, meta = render_gaussians(key.gaussians(), cam, scene.background, backend=cfg.backend)
-        loss = photometric_loss(image, scene.images[frame, cam_index])
+        loss = photometric_loss(image, scene.image(frame, cam_index))
         loss.backward()
         with torch.no_grad():
             visible = meta["visible"]
@@ -193,7 +191,7 @@ def viewspace_difference(prev: Gaussians, scene: Scene, frame: int, backend: str
     for c in scene.train_cameras:
         cam = scene.cameras[c]
         image, _, meta = render_gaussians(g, cam, scene.background, backend=backend)
-        loss = F.mse_loss(image, scene.images[frame, c]) - F.mse_loss(image, scene.images[frame - 1, c])
+        loss = F.mse_loss(image, scene.image(frame, c)) - F.mse_loss(image, scene.image(frame - 1, c))
         loss.backward()
         with torch.no_grad():
             d[meta["visible"]] += ndc_grad_norm(meta, cam)[meta["visible"]]
@@ -357,7 +355,7 @@ def train_residual_frame(prev: Gaussians, codec: ResidualCodecState, scene: Scen
     iterations = r.epochs * n_train
     masked_iterations = math.ceil(r.masked_epochs_fraction * r.epochs) * n_train if r.masked_rendering else 0
     for it, c in enumerate(camera_schedule(scene.train_cameras, iterations, cfg.seed * 104729 + frame)):
-        cam, target = scene.cameras[c], scene.images[frame, c]
+        cam, target = scene.cameras[c], scene.image(frame, c)
         mask = masks[c] if it < masked_iterations else None
         if mask is not None and not mask.any():
             if bar is not None:

@@ -190,8 +190,13 @@ def test_pixel_mask_covers_the_changed_pixels(small_scene):
 def test_n3dv_roundtrip_and_bad_folders(small_scene, tmp_path):
     root = write_n3dv(small_scene, tmp_path / "scene")
     loaded = load_n3dv(root)
-    assert loaded.images.shape == small_scene.images.shape
-    assert psnr(loaded.images, small_scene.images) > 40
+    assert loaded.images.shape == small_scene.images.shape and loaded.images.dtype == torch.uint8  # decoded videos stay 8-bit
+    assert loaded.image(1, 2).dtype == torch.float32 and torch.equal(loaded.image(1, 2), loaded.images[1, 2].float() / 255)
+    assert psnr(loaded.images.float() / 255, small_scene.images) > 40
+    half = load_n3dv(root, downscale=2)  # 24x18 -> 12x9, each pixel the rounded mean of a 2x2 block
+    blocks = loaded.images.float().reshape(3, 5, 9, 2, 12, 2, 3).mean((3, 5))
+    assert half.images.shape == (3, 5, 9, 12, 3) and (half.images.float() - blocks).abs().max() <= 0.5
+    assert torch.allclose(half.cameras[1].K[0, 0], loaded.cameras[1].K[0, 0] / 2)
     for a, b in zip(small_scene.cameras, loaded.cameras):
         assert torch.allclose(a.viewmat, b.viewmat, atol=1e-5) and torch.allclose(a.K, b.K)
 
@@ -287,6 +292,10 @@ def test_queen_is_smaller_than_float_residuals(small_scene, tmp_path):
     floats = stream(small_scene, smoke_cfg("no_quant"), tmp_path / "f")
     assert queen["mb_per_residual_frame"] * 3 < floats["mb_per_residual_frame"]
     assert np.isfinite(queen["psnr"]) and queen["psnr"] > 12
+    # a frame of the other row copied in is refused by name, not decoded
+    codec.frame_path(tmp_path / "q", 1).write_bytes(codec.frame_path(tmp_path / "f", 1).read_bytes())
+    with pytest.raises(codec.BitstreamError, match="frame 1 .*another row or run"):
+        list(codec.decode_stream(tmp_path / "q"))
 
 
 def test_a_killed_stream_resumes_after_the_last_completed_frame(small_scene, tmp_path, monkeypatch):
@@ -438,3 +447,105 @@ def test_the_masked_phase_compares_only_the_masked_pixels(small_scene):
     assert losses[0] == pytest.approx(losses[1], abs=1e-7)
     unmasked = [residual_frame(small_scene)[0].fit_view(cam, t, small_scene.background) for t in (target, elsewhere)]
     assert abs(unmasked[0] - unmasked[1]) > 1e-2  # the same two targets do differ where nothing masks them
+
+
+def test_n3dv_at_full_resolution_holds_only_the_downscaled_frames_in_memory(small_scene, tmp_path):
+    """Two cameras of three 2704x2028 frames (N3DV's size) loaded at downscale 4: the scene holds
+    uint8 frames of 676x507, and the process's peak memory grows by far less than the source
+    (float32 frames at full size would be 395 MB; measured in a fresh process)."""
+    import subprocess
+    import sys
+
+    from shared.video import write_video
+
+    tiny = synthetic_scene(n_frames=3, n_cameras=2, width=8, height=6, seed=1, backdrop=(4, 3), ball=4, ellipsoid=4)
+    root = write_n3dv(tiny, tmp_path / "big")
+    y, x = np.mgrid[0:2028, 0:2704]
+    for c in range(2):
+        frames = np.stack([np.stack([(x + 7 * t + c) % 256, (y // 3) % 256, (x // 5 + y // 7) % 256], -1) for t in range(3)]).astype(np.uint8)
+        write_video(root / f"cam{c:02d}.mp4", frames, fps=30, crf=0)
+    del frames, x, y
+    probe = (  # resident memory sampled every millisecond while loading, against the resident memory before it
+        "import os, threading, time, torch\n"
+        "from experiments.queen.n3dv import load_n3dv\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20\n"
+        "peak, done, base = [0.0], [False], rss()\n"
+        "def watch():\n"
+        "    while not done[0]:\n"
+        "        peak[0] = max(peak[0], rss()); time.sleep(0.001)\n"
+        "watcher = threading.Thread(target=watch); watcher.start()\n"
+        f"scene = load_n3dv({str(root)!r}, downscale=4, log=lambda line: None)\n"
+        "done[0] = True; watcher.join()\n"
+        "print(tuple(scene.images.shape), scene.images.dtype, peak[0] - base)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    shape, dtype, grown_mb = out[:5], out[5], float(out[6])
+    assert " ".join(shape) == "(3, 2, 507, 676, 3)" and dtype == "torch.uint8"
+    assert grown_mb < 300, f"peak memory grew by {grown_mb:.0f} MB"  # 117 MB measured (one video decoder); float frames: 916 MB
+
+
+def test_nearest_neighbours_in_chunks_equal_the_full_distance_matrix():
+    from ..model import nearest_neighbours
+
+    g = torch.Generator().manual_seed(3)
+    points, queries = torch.randn(157, 3, generator=g), torch.randn(41, 3, generator=g)
+    full = torch.cdist(queries, points).topk(3, largest=False)
+    dist, idx = nearest_neighbours(queries, points, 3, max_elements=500)  # chunks of 3 rows
+    assert torch.equal(idx, full.indices) and torch.allclose(dist, full.values)
+    own = torch.cdist(points, points)
+    own.fill_diagonal_(torch.inf)
+    dist, idx = nearest_neighbours(points, points, 2, skip_self=True, max_elements=1000)
+    assert torch.equal(idx, own.topk(2, largest=False).indices) and not torch.any(idx == torch.arange(157)[:, None])
+
+
+def test_a_frame_file_from_another_stream_is_refused():
+    a = codec.encode_frame(0, codec.KEY, 3, {"xyz": torch.randn(3, 3), "f_dc": torch.randn(3, 3), "log_scale": torch.randn(3, 3),
+                                                "rot": torch.randn(3, 4), "opacity_logit": torch.randn(3, 1),
+                                                "f_rest_symbols": torch.zeros(3, 2, dtype=torch.int32),
+                                                "decoders": {"f_rest": {"weight": torch.randn(2, 3), "bias": torch.randn(3)}}}, stream_id=11)
+    residual = {"gate_open": torch.zeros(3, dtype=torch.bool), "xyz_offset": torch.zeros(0, 3),
+                **{f"{k}_delta": torch.zeros(3, w) for k, w in (("f_dc", 3), ("f_rest", 3), ("log_scale", 3), ("rot", 4), ("opacity_logit", 1))}}
+    decoder = codec.StreamDecoder()
+    decoder.apply(a)
+    assert decoder.stream_id == 11 == codec.stream_id_of(a)
+    with pytest.raises(codec.BitstreamError, match="frame 1.*stream 000000000000000c, not to stream 000000000000000b.*another row or run"):
+        decoder.apply(codec.encode_frame(1, codec.RESIDUAL, 3, residual, stream_id=12))
+    decoder.apply(codec.encode_frame(1, codec.RESIDUAL, 3, residual, stream_id=11))  # its own stream's next frame decodes
+
+
+def test_the_initial_point_cloud_comes_from_colmap_or_ply_before_random_points(small_scene, tmp_path):
+    import pycolmap
+    from plyfile import PlyData, PlyElement
+
+    root = write_n3dv(small_scene, tmp_path / "scene")
+    (root / "points3D.npy").unlink()  # as in the real N3DV release
+    said = []
+    loaded = load_n3dv(root, n_random_points=123, log=said.append)
+    assert len(loaded.points) == 123 and "random points" in said[-1]
+
+    xyz = np.array([[0.1, -0.2, 2.0], [0.3, 0.4, 2.5], [-0.5, 0.0, 3.0]])
+    rgb = np.array([[255, 0, 0], [0, 128, 0], [10, 20, 30]], np.uint8)
+    ply = PlyElement.describe(np.array([tuple(p) + tuple(c) for p, c in zip(xyz, rgb)],
+                                       dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]), "vertex")
+    PlyData([ply]).write(str(root / "points3D.ply"))
+    loaded = load_n3dv(root, log=said.append)
+    assert torch.allclose(loaded.points, torch.tensor(xyz, dtype=torch.float32)) and "points3D.ply" in said[-1]
+    assert torch.allclose(loaded.point_colors, torch.tensor(rgb / 255.0, dtype=torch.float32))
+
+    recon = pycolmap.Reconstruction()
+    for p, c in zip(xyz[::-1], rgb[::-1]):  # another order than the PLY: the COLMAP model must win
+        recon.add_point3D(p, pycolmap.Track(), c)
+    (root / "sparse/0").mkdir(parents=True)
+    recon.write_text(str(root / "sparse/0"))
+    loaded = load_n3dv(root, log=said.append)
+    assert torch.allclose(loaded.points, torch.tensor(xyz[::-1].copy(), dtype=torch.float32)) and "COLMAP model" in said[-1]
+    for f in (root / "sparse/0").iterdir():
+        f.unlink()
+    recon.write_binary(str(root / "sparse/0"))
+    assert torch.allclose(load_n3dv(root, log=said.append).point_colors[0], torch.tensor([10, 20, 30]) / 255.0)
+
+    (root / "sparse/0/points3D.bin").write_bytes(b"\x05\x00")
+    with pytest.raises(DataError, match="cannot be read as a COLMAP model") as err:
+        load_n3dv(root, log=said.append)
+    assert "\n" not in str(err.value)
