@@ -253,6 +253,9 @@ class StreamDecoder:
                 raise BitstreamError(f"{where}: a residual frame needs the preceding frames; start from frame 0")
             if n != len(self.state):
                 raise BitstreamError(f"{where}: it describes {n} Gaussians but the decoded scene has {len(self.state)}")
+            if not p:  # the no-update row: the scene stays as it is
+                self.frames_decoded += 1
+                return self.state
             prev = self.state
             xyz = prev.xyz.clone()
             open_ = p["gate_open"]
@@ -270,6 +273,12 @@ class StreamDecoder:
                     prev.log_scale + _decode(p["log_scale_symbols"], dec["log_scale"], 3), prev.rot + _decode(p["rot_symbols"], dec["rot"], 4),
                     prev.opacity_logit + _decode(p["opacity_logit_symbols"], dec["opacity_logit"], 1),
                 )
+            elif "f_dc_gated_delta" in p:  # float residuals of the open Gaussians only
+                delta = {}
+                for k in ("f_dc", "f_rest", "log_scale", "rot", "opacity_logit"):
+                    delta[k] = torch.zeros_like(getattr(prev, k))
+                    delta[k][open_] = p[f"{k}_gated_delta"]
+                self.state = Gaussians(xyz, *(getattr(prev, k) + delta[k] for k in ("f_dc", "f_rest", "log_scale", "rot", "opacity_logit")))
             else:
                 self.state = Gaussians(
                     xyz, prev.f_dc + p["f_dc_delta"], prev.f_rest + p["f_rest_delta"], prev.log_scale + p["log_scale_delta"],

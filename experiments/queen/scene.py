@@ -151,8 +151,23 @@ def _quat_from_rotation_y(angle: float) -> torch.Tensor:
     return torch.tensor([math.cos(angle / 2), 0.0, math.sin(angle / 2), 0.0])
 
 
+SH_C1 = 0.4886025119029199  # the degree-1 real SH constant (kernels.splat.reference)
+
+
+def highlight(direction: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """f_rest [N, 9] (SH degree 1, 3 colours) that adds ``strength`` [N, 3] x cos(angle between the
+    viewing direction and ``direction`` [N, 3]) to the colour: a soft highlight seen from one side.
+    The degree-1 basis is (-C1 y, C1 z, -C1 x), so the coefficients are (-h_y, h_z, -h_x) / C1."""
+    h = torch.nn.functional.normalize(direction, dim=-1)
+    coeffs = torch.stack([-h[:, 1], h[:, 2], -h[:, 0]], 1) / SH_C1  # [N, 3 basis functions]
+    return (coeffs[:, :, None] * strength[:, None, :]).reshape(len(h), 9)
+
+
 def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48) -> Truth:
-    """Ground-truth Gaussians for every frame (SH degree 0 colours in f_dc; f_rest zero)."""
+    """Ground-truth Gaussians for every frame: colours in f_dc and view-dependent highlights in
+    f_rest (SH degree 1), so that SH residuals matter. The wall has a sheen towards one side of the
+    camera arc; the ball a highlight towards a fixed direction; the ellipsoid's highlight is fixed
+    to its surface, so it turns with the ellipsoid and its world-frame SH changes every frame."""
     g = torch.Generator().manual_seed(seed)
     hopper, minduka = photograph("grace_hopper.jpg"), photograph("Minduka_Present_Blue_Pack.png")
 
@@ -171,6 +186,11 @@ def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 1
     ball_rgb = sample_texture(minduka, ball_uv)
     ell_rgb = sample_texture(minduka, 0.5 + 0.5 * (ell_uv - 0.5))
     phase = torch.rand(1, generator=g).item() * 2 * math.pi
+    # where the highlights point (drawn per scene), and how bright they are (per colour)
+    sheen, ball_light, ell_light = (torch.nn.functional.normalize(torch.randn(3, generator=g) * torch.tensor([1.0, 0.3, 0.3]) + torch.tensor(b), dim=0)
+                                    for b in ([0.0, 0.0, 0.0], [0.0, -0.3, -1.0], [1.0, 0.0, -0.5]))
+    wall_rest = highlight(sheen.expand(len(uv), 3), torch.full((len(uv), 3), 0.12))
+    ball_rest = highlight(ball_light.expand(ball, 3), torch.tensor([0.30, 0.30, 0.25]).expand(ball, 3))
 
     frames = []
     for t in range(n_frames):
@@ -186,9 +206,10 @@ def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 1
         scale = torch.cat([wall_scale, torch.full((ball, 3), 0.085), torch.full((ellipsoid, 3), 0.085 * pulse)])
         rot = torch.cat([torch.tensor([[1.0, 0, 0, 0]]).expand(len(wall) + ball, 4), _quat_from_rotation_y(angle).expand(ellipsoid, 4)])
         rgb = torch.cat([wall_rgb, ball_rgb, (ell_rgb + warm).clamp(0.02, 0.98)])
+        ell_rest = highlight((_rotation_y(angle) @ ell_light).expand(ellipsoid, 3), torch.tensor([0.25, 0.25, 0.30]).expand(ellipsoid, 3))
         frames.append(
             Gaussians(
-                xyz=xyz.float(), f_dc=_rgb_to_sh_dc(rgb).float(), f_rest=torch.zeros(len(xyz), 0),
+                xyz=xyz.float(), f_dc=_rgb_to_sh_dc(rgb).float(), f_rest=torch.cat([wall_rest, ball_rest, ell_rest]).float(),
                 log_scale=torch.log(scale).float(), rot=rot.float(), opacity_logit=torch.full((len(xyz), 1), 3.0),
             )
         )

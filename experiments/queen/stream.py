@@ -116,8 +116,11 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
             kind = codec.KEY
             if not method.retrain:
                 codec_state = ResidualCodecState(cfg, key.rest_decoder, key.params["rest_latent"])
+        elif not method.update_frames:  # the paper's "no update" row: frame 1 shown for the whole clip
+            committed, payload, kind = prev, {}, codec.RESIDUAL
         else:
-            committed, payload, diagnostics = train_residual_frame(prev, codec_state, scene, t, cfg, gate=method.gate, quantize=method.quantize)
+            committed, payload, diagnostics = train_residual_frame(prev, codec_state, scene, t, cfg, gate=method.gate, quantize=method.quantize,
+                                                                   gate_floats=method.gate_floats)
             kind = codec.RESIDUAL
         seconds = time.perf_counter() - t0
 

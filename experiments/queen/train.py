@@ -247,11 +247,18 @@ class ResidualFrame:
 
     ``gate``: position residuals pass through the L0 gate (else every Gaussian's offset is kept).
     ``quantize``: colour/rotation/opacity/scale residuals (and f_rest) are integer latents through
-    the persistent decoders (else they are free float32 residuals: the 3DGStream-style baseline).
+    the persistent decoders (else they are free float32 residuals).
+    ``gate_floats`` (with ``quantize`` off): the float residuals of every attribute pass through the
+    same gate, and only the Gaussians whose gate is open store any (the fair float baseline: a
+    residual stream that stores only what changes, as 3DGStream-style methods do).
     """
 
-    def __init__(self, prev: Gaussians, codec: ResidualCodecState, cfg: DictConfig, extent: float, d: torch.Tensor, gate: bool, quantize: bool):
+    def __init__(self, prev: Gaussians, codec: ResidualCodecState, cfg: DictConfig, extent: float, d: torch.Tensor, gate: bool, quantize: bool,
+                 gate_floats: bool = False):
+        if gate_floats and (quantize or not gate):
+            raise ValueError("gate_floats gates float residuals: it needs gate=True and quantize=False")
         self.prev, self.codec, self.cfg, self.use_gate, self.quantize = prev.detach(), codec, cfg, gate, quantize
+        self.gate_floats = gate_floats
         n, r = len(prev), cfg.residual
         self.xyz = torch.nn.Parameter(prev.xyz.detach().clone())
         groups = [{"params": [self.xyz], "lr": r.lr.xyz * extent}]
@@ -283,7 +290,12 @@ class ResidualFrame:
                 p.log_scale + dec["log_scale"](self.latents["log_scale"]), p.rot + dec["rot"](self.latents["rot"]),
                 p.opacity_logit + dec["opacity_logit"](self.latents["opacity_logit"]),
             )
-        dl = self.deltas
+        return self.with_deltas(xyz, self.gate_values() if self.gate_floats else None)
+
+    def with_deltas(self, xyz: torch.Tensor, gate: torch.Tensor | None) -> Gaussians:
+        """The previous frame plus the float residuals (each scaled by its Gaussian's gate value, if given)."""
+        p = self.prev
+        dl = {k: v if gate is None else gate[:, None] * v for k, v in self.deltas.items()}
         return Gaussians(xyz, p.f_dc + dl["f_dc"], p.f_rest + dl["f_rest"], p.log_scale + dl["log_scale"], p.rot + dl["rot"], p.opacity_logit + dl["opacity_logit"])
 
     def loss(self, image, target) -> torch.Tensor:
@@ -338,19 +350,25 @@ class ResidualFrame:
                 p.opacity_logit + dec["opacity_logit"].decode_symbols(symbols["opacity_logit"]),
             )
             self.codec.rest_latent, self.codec.rest_symbols = self.rest_latent.detach().clone(), rest_symbols
+        elif self.gate_floats:  # only open Gaussians store (and apply) residuals, as the decoder will
+            gated = {k: torch.where(open_[:, None], g[:, None] * v, torch.zeros_like(v)) for k, v in self.deltas.items()}
+            payload.update({f"{k}_gated_delta": v[open_].detach().clone() for k, v in gated.items()})
+            p = self.prev
+            state = Gaussians(xyz, p.f_dc + gated["f_dc"], p.f_rest + gated["f_rest"], p.log_scale + gated["log_scale"], p.rot + gated["rot"],
+                              p.opacity_logit + gated["opacity_logit"])
         else:
             payload.update({f"{k}_delta": v.detach().clone() for k, v in self.deltas.items()})
-            dl = self.deltas
-            state = Gaussians(xyz, p.f_dc + dl["f_dc"], p.f_rest + dl["f_rest"], p.log_scale + dl["log_scale"], p.rot + dl["rot"], p.opacity_logit + dl["opacity_logit"])
+            state = self.with_deltas(xyz, None)
         return state.detach(), payload
 
 
-def train_residual_frame(prev: Gaussians, codec: ResidualCodecState, scene: Scene, frame: int, cfg: DictConfig, gate: bool, quantize: bool, bar=None):
+def train_residual_frame(prev: Gaussians, codec: ResidualCodecState, scene: Scene, frame: int, cfg: DictConfig, gate: bool, quantize: bool, bar=None,
+                         gate_floats: bool = False):
     """Learn frame ``frame`` from ``prev``; returns (committed Gaussians, payload, diagnostics)."""
     r = cfg.residual
     d = viewspace_difference(prev, scene, frame, cfg.backend)
     masks = {c: changed_pixels(prev, d, scene.cameras[c], scene.background, r.mask_threshold, r.mask_tile, cfg.backend) for c in scene.train_cameras}
-    model = ResidualFrame(prev, codec, cfg, scene.extent, d, gate, quantize)
+    model = ResidualFrame(prev, codec, cfg, scene.extent, d, gate, quantize, gate_floats)
     n_train = len(scene.train_cameras)
     iterations = r.epochs * n_train
     masked_iterations = math.ceil(r.masked_epochs_fraction * r.epochs) * n_train if r.masked_rendering else 0

@@ -549,3 +549,50 @@ def test_the_initial_point_cloud_comes_from_colmap_or_ply_before_random_points(s
     with pytest.raises(DataError, match="cannot be read as a COLMAP model") as err:
         load_n3dv(root, log=said.append)
     assert "\n" not in str(err.value)
+
+
+def test_the_embedded_scene_is_view_dependent_and_the_ellipsoid_highlight_turns_with_it():
+    from kernels.splat.reference import sh_basis
+
+    from ..scene import highlight, synthetic_truth
+
+    truth = synthetic_truth(4, seed=2, backdrop=(6, 5), ball=8, ellipsoid=9)
+    wall, ball = 30, 8
+    first, last = truth.frames[0], truth.frames[-1]
+    assert first.f_rest.shape == (30 + 8 + 9, 9) and first.f_rest.abs().sum(1).min() > 0
+    assert torch.equal(first.f_rest[: wall + ball], last.f_rest[: wall + ball])  # wall and ball: fixed highlights
+    assert (first.f_rest[wall + ball:] - last.f_rest[wall + ball:]).abs().max() > 0.05  # the ellipsoid's turns
+    # a highlight adds strength x cos(view direction, its direction): +s along it, -s against, 0 across
+    rest = highlight(torch.tensor([[0.0, 0.6, 0.8]]), torch.tensor([[0.2, 0.1, 0.3]])).reshape(1, 3, 3)
+    for view, cos in (([0.0, 0.6, 0.8], 1.0), ([0.0, -0.6, -0.8], -1.0), ([1.0, 0.0, 0.0], 0.0)):
+        colour = (sh_basis(torch.tensor([view]), 1)[0, 1:, None] * rest[0]).sum(0)
+        assert torch.allclose(colour, cos * torch.tensor([0.2, 0.1, 0.3]), atol=1e-6)
+
+
+def test_the_embedded_scene_looks_different_from_different_cameras_because_of_sh(small_scene):
+    """Rendering the ground truth without its SH terms changes the image, by an amount that differs between cameras."""
+    from ..model import render_gaussians
+
+    frame = small_scene.truth.frames[0]
+    flat = Gaussians(frame.xyz, frame.f_dc, torch.zeros_like(frame.f_rest), frame.log_scale, frame.rot, frame.opacity_logit)
+    change = [float((render_gaussians(frame, cam, small_scene.background)[0] - render_gaussians(flat, cam, small_scene.background)[0]).mean())
+              for cam in small_scene.cameras]
+    assert max(abs(c) for c in change) > 0.005 and max(change) - min(change) > 0.005
+
+
+@pytest.mark.parametrize("row", ["float_gated", "no_update"])
+def test_the_fair_float_baseline_and_no_update_decode_exactly(small_scene, tmp_path, row):
+    from ..stream import stream
+
+    result = stream(small_scene, smoke_cfg(row), tmp_path / row)
+    assert result["decode_max_abs_error"] == 0.0
+    frames = list(codec.decode_stream(tmp_path / row))
+    if row == "no_update":
+        assert all(r["bytes"] < 100 for r in result["per_frame"][1:])  # a header, no payload
+        assert all(torch.equal(f.xyz, frames[0].xyz) and torch.equal(f.f_dc, frames[0].f_dc) for f in frames)
+    else:  # closed gates store nothing and change nothing, in any attribute
+        open_ = torch.from_numpy(result["extras"]["gate_open"][-1])
+        assert open_.any() and (~open_).any()
+        for name in ("xyz", "f_dc", "f_rest", "log_scale", "rot", "opacity_logit"):
+            assert torch.equal(getattr(frames[-1], name)[~open_], getattr(frames[-2], name)[~open_]), name
+        assert not torch.equal(frames[-1].f_dc[open_], frames[-2].f_dc[open_])
