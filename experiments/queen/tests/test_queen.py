@@ -596,3 +596,44 @@ def test_the_fair_float_baseline_and_no_update_decode_exactly(small_scene, tmp_p
         for name in ("xyz", "f_dc", "f_rest", "log_scale", "rot", "opacity_logit"):
             assert torch.equal(getattr(frames[-1], name)[~open_], getattr(frames[-2], name)[~open_]), name
         assert not torch.equal(frames[-1].f_dc[open_], frames[-2].f_dc[open_])
+
+
+def fake_run(directory, values, status="completed"):
+    import json
+
+    directory.mkdir(parents=True)
+    (directory / "run.json").write_text(json.dumps({"experiment": "queen", "status": status, "overrides": [], "git": {"sha": "abc", "dirty": False}}))
+    lines = ["experiment,table,row,metric,value"] + [f"queen,queen,{row},{metric},{v}" for (row, metric), v in values.items()]
+    (directory / "results.csv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_claims_are_paired_over_runs_against_the_stronger_baseline(tmp_path):
+    from ..claims import claims, load_run, main
+
+    def values(queen_mb, queen_psnr, shift):
+        return {("queen", "mb_per_frame"): queen_mb, ("queen", "psnr"): queen_psnr,
+                ("float_gated", "mb_per_frame"): 3 * queen_mb, ("float_gated", "psnr"): queen_psnr + 0.2 + shift,
+                ("retrain", "mb_per_frame"): 1.5 * queen_mb, ("retrain", "psnr"): queen_psnr - 1.0,
+                ("no_gate", "mb_per_frame"): queen_mb + 0.01 + shift / 100, ("no_gate", "psnr"): queen_psnr,
+                ("no_update", "mb_per_frame"): 0.1 * queen_mb, ("no_update", "psnr"): queen_psnr - 3 + shift}
+
+    runs = [load_run(fake_run(tmp_path / f"r{i}", values(0.02 + 0.01 * i, 25.0 + i, shift))) for i, shift in enumerate([0.1, -0.1, 0.05])]
+    result = claims(runs)
+    assert result["strongest_baseline"] == "float_gated"  # higher mean PSNR than retrain, though retrain is the smaller one
+    by = {c["claim"].split(" (")[0]: c for c in result["claims"]}
+    ratio = by["QUEEN at least 2x smaller than float_gated"]
+    assert ratio["value"] == pytest.approx(3.0) and ratio["se"] == pytest.approx(0.0, abs=1e-12) and ratio["met"]
+    gap = by["QUEEN's PSNR at most 0.5 dB below float_gated"]
+    diffs = np.array([-0.3, -0.1, -0.25])  # queen - float_gated, paired per run
+    assert gap["value"] == pytest.approx(diffs.mean()) and gap["se"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(3))
+    assert gap["met"] == (diffs.mean() + 0.5 > 2 * diffs.std(ddof=1) / np.sqrt(3))
+    smaller = by["QUEEN smaller than no_gate"]
+    assert smaller["value"] == pytest.approx(0.01 + 0.05 / 300) and smaller["met"]
+    assert by["updating frames beats showing frame 1"]["met"]
+    # bad input: one line, exit 2
+    fake_run(tmp_path / "broken", values(0.02, 25.0, 0.0), status="failed")
+    assert main([str(tmp_path / "r0"), str(tmp_path / "broken")]) == 2
+    assert main([str(tmp_path / "r0")]) == 2  # one run has no standard error
+    assert main([str(tmp_path / f"r{i}") for i in range(3)] + ["--out", str(tmp_path / "seeds.json")]) == 0
+    assert main([str(tmp_path / f"r{i}") for i in range(3)] + ["--out", str(tmp_path / "seeds.json")]) == 2  # never silently overwritten
