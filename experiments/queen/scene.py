@@ -163,7 +163,8 @@ def highlight(direction: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
     return (coeffs[:, :, None] * strength[:, None, :]).reshape(len(h), 9)
 
 
-def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48) -> Truth:
+def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48,
+                    object_scale: float = 0.085) -> Truth:
     """Ground-truth Gaussians for every frame: colours in f_dc and view-dependent highlights in
     f_rest (SH degree 1), so that SH residuals matter. The wall has a sheen towards one side of the
     camera arc; the ball a highlight towards a fixed direction; the ellipsoid's highlight is fixed
@@ -203,7 +204,7 @@ def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 1
         warm = torch.tensor([0.25, 0.0, -0.2]) * s  # the ellipsoid warms in colour over the clip
 
         xyz = torch.cat([wall, ball_pts + ball_center, ell_world])
-        scale = torch.cat([wall_scale, torch.full((ball, 3), 0.085), torch.full((ellipsoid, 3), 0.085 * pulse)])
+        scale = torch.cat([wall_scale, torch.full((ball, 3), object_scale), torch.full((ellipsoid, 3), object_scale * pulse)])
         rot = torch.cat([torch.tensor([[1.0, 0, 0, 0]]).expand(len(wall) + ball, 4), _quat_from_rotation_y(angle).expand(ellipsoid, 4)])
         rgb = torch.cat([wall_rgb, ball_rgb, (ell_rgb + warm).clamp(0.02, 0.98)])
         ell_rest = highlight((_rotation_y(angle) @ ell_light).expand(ellipsoid, 3), torch.tensor([0.25, 0.25, 0.30]).expand(ellipsoid, 3))
@@ -227,6 +228,7 @@ def camera_extent(cameras: list[Camera]) -> float:
 def synthetic_scene(
     n_frames: int = 6, n_cameras: int = 7, width: int = 32, height: int = 24, seed: int = 0,
     point_fraction: float = 0.6, point_jitter: float = 0.03, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48,
+    object_scale: float = 0.085,
     device: str = "cpu",
 ) -> Scene:
     """Render the ground truth from ``n_cameras`` for ``n_frames``; camera 0 is the test view.
@@ -237,7 +239,7 @@ def synthetic_scene(
     """
     if n_cameras < 2:
         raise ValueError(f"need at least 2 cameras (one is held out for testing), got {n_cameras}")
-    truth = synthetic_truth(n_frames, seed, backdrop, ball, ellipsoid)
+    truth = synthetic_truth(n_frames, seed, backdrop, ball, ellipsoid, object_scale)
     cams = camera_arc(n_cameras, width, height)
     background = torch.zeros(3)
     images = torch.stack([

@@ -24,13 +24,17 @@
 #
 # **Data.** The embedded scene (`experiments/queen/scene.py`): a backdrop textured from Grace
 # Hopper's photograph and two moving objects textured from matplotlib's Minduka photograph, filmed
-# by an arc of 7 cameras at 32x24; camera 0 is held out, as N3DV holds out cam00. The true moving
-# Gaussians are known, so the gate's precision and recall can be measured. Real N3DV scenes load
-# with `data.root=` (see the experiment README); they are not in any package.
+# by an arc of 7 cameras at 64x48 for 10 frames; camera 0 is held out, as N3DV holds out cam00.
+# Colours are view-dependent (spherical-harmonic highlights; the ellipsoid's turns with it), so the
+# SH residuals matter. The true moving Gaussians are known, so the gate's precision and recall can
+# be measured. Real N3DV scenes load with `data.root=` (see the experiment README); they are not in
+# any package.
 #
-# **Rows.** `queen`; `no_gate` (every Gaussian stores its float32 position offset); `no_quant`
-# (float32 residuals for every attribute: the 3DGStream-style point of comparison); `retrain`
-# (each frame fitted from scratch and stored whole).
+# **Rows.** `queen`; the baselines: `float_gated` (float32 residuals of every attribute, stored only
+# for Gaussians whose learned gate is open: a residual stream that stores only what changes) and
+# `retrain` (each frame fitted from scratch and stored whole); `no_update` (frame 1 for the whole
+# clip); QUEEN's ablations: `no_gate` (every Gaussian stores its position offset), `no_mask` (no
+# masked phase), `no_quant` (float residuals of every attribute of every Gaussian).
 
 # %% tags=["parameters"]
 from shared.notebook import smoke
@@ -58,7 +62,8 @@ ours = shown.table()
 # %% [markdown]
 # ## The table, beside the paper
 # The paper's numbers are N3DV means on an A100 (abstract and official README); ours are the
-# embedded 32x24 scene on a CPU with the pure-torch renderer, so compare relations, not values.
+# embedded 64x48 scene on a CPU with the sparse pure-torch renderer, so compare relations, not values.
+# This table is one run (scene seed 11, training seed 11); the claims below are over six.
 # MB/frame amortises the first frame over the clip, as the paper and 3DGStream count it; our bytes
 # are real files, the paper's are an entropy estimate (`mb_per_frame_estimate` is ours of that kind).
 
@@ -81,26 +86,37 @@ for name in ("per_frame", "gates", "renders"):
         display(Image(filename=str(shown.figure(name))))
 
 # %% [markdown]
-# ## What QUEEN claims, checked
-# At the cpu preset: QUEEN's MB/frame at least 5x below full-precision residuals at a PSNR no more
-# than 1 dB below them; the gate opens mostly on the moving parts (precision above the share of
-# moving Gaussians); the bitstream decodes to exactly the trainer's scene.
+# ## What QUEEN claims, over seeds
+# Three scenes never used while building (seeds 11, 12, 13) x two training seeds, each a full cpu
+# run; every claim is a paired difference (same scene and training seed) with its standard error,
+# and is "met" only when its margin exceeds 2 s.e. (`python -m experiments.queen.claims RUN ...`,
+# the runs listed in `results/seeds.json`). The comparison is against the strongest baseline
+# method: of the fair float residuals and per-frame retraining, the one with the higher PSNR.
+
+# %%
+import json
+
+import pandas as pd
+
+from experiments.queen.claims import format_claims
+
+seeds = json.loads(Path("results/seeds.json").read_text())
+print(format_claims(seeds))
+display(pd.DataFrame(seeds["claims"]).round(5))
+
+# %% [markdown]
+# This run, checked: every frame decodes from the bytes alone to exactly the trainer's scene, and
+# the gate opens mostly on the moving parts (precision above the share of moving Gaussians, which is
+# what an always-open gate scores).
 
 # %%
 value = ours.set_index(["row", "metric"])["value"]
-assert np.isfinite(ours.value).all()
-assert value["queen", "decode_max_abs_error"] == 0.0
+assert np.isfinite(ours.value[~ours.metric.str.startswith("gate_")]).all()
+assert all(value[row, "decode_max_abs_error"] == 0.0 for row in ours.row.unique())
 if not SMOKE:
-    ratio = value["no_quant", "mb_per_frame"] / value["queen", "mb_per_frame"]
-    gap = value["no_quant", "psnr"] - value["queen", "psnr"]
-    assert ratio >= 5, ratio
-    assert gap <= 1.0, gap
     assert value["queen", "gate_precision"] > value["no_gate", "gate_precision"]  # no_gate: every gate open = the moving share
-    print(
-        f"QUEEN {value['queen', 'mb_per_frame'] * 1e3:.2f} kB/frame vs float residuals {value['no_quant', 'mb_per_frame'] * 1e3:.2f} kB/frame "
-        f"({ratio:.1f}x smaller) at {value['queen', 'psnr']:.2f} vs {value['no_quant', 'psnr']:.2f} dB ({-gap:+.2f} dB); "
-        f"gate precision {value['queen', 'gate_precision']:.2f} (moving share {value['no_gate', 'gate_precision']:.2f}), recall {value['queen', 'gate_recall']:.2f}"
-    )
+    print(f"gate precision {value['queen', 'gate_precision']:.2f} (moving share {value['no_gate', 'gate_precision']:.2f}), "
+          f"recall {value['queen', 'gate_recall']:.2f}, open {value['queen', 'gate_open_fraction']:.0%}")
 
 # %%
 if PUBLISH:

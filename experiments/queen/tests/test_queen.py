@@ -637,3 +637,13 @@ def test_claims_are_paired_over_runs_against_the_stronger_baseline(tmp_path):
     assert main([str(tmp_path / "r0")]) == 2  # one run has no standard error
     assert main([str(tmp_path / f"r{i}") for i in range(3)] + ["--out", str(tmp_path / "seeds.json")]) == 0
     assert main([str(tmp_path / f"r{i}") for i in range(3)] + ["--out", str(tmp_path / "seeds.json")]) == 2  # never silently overwritten
+
+
+def test_object_scale_sets_the_moving_gaussians_size_and_the_paper_preset_shrinks_it():
+    from ..scene import synthetic_truth
+
+    truth = synthetic_truth(2, seed=0, backdrop=(4, 3), ball=5, ellipsoid=6, object_scale=0.02)
+    assert torch.allclose(truth.frames[0].log_scale[12:17], torch.log(torch.tensor(0.02)))  # the ball, after the 12 wall Gaussians
+    paper = compose(registry.get(EXPERIMENT), "paper", [], row=("queen", "queen"))
+    # as many times smaller as the objects have sqrt(more) Gaussians than the cpu scene's default (40 in the ball)
+    assert paper.data.object_scale == pytest.approx(0.085 * math.sqrt(40 / paper.data.ball))
