@@ -200,6 +200,12 @@ class StreamDiT(nn.Module):
         spatial = (self.pos_h[:, None] + self.pos_w[None, :]).reshape(-1, self.cfg.dim)
         return self.patch_in(tokens) + spatial.repeat(x.shape[1], 1)
 
+    def frame_positions(self) -> torch.Tensor:
+        """[F*H*W, d]: each token's buffer-frame position embedding (tokens are frame-major: all of
+        frame 0's H*W tokens, then frame 1's, ...)."""
+        _, H, W = self.cfg.grid
+        return self.pos_f.repeat_interleave(H * W, dim=0)
+
     def _conditioning(self, tau: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         cond = self.time(timestep_embedding(tau, 256).to(dtype))  # [b, F, d]: one vector per frame
         return cond, (self.shared_ada(F.silu(cond)) if self.shared_ada is not None else None)
@@ -232,7 +238,7 @@ class StreamDiT(nn.Module):
         if isinstance(memory, torch.Tensor):
             memory = self.memory_kv(memory, text) if memory.shape[1] else None
         Fn, H, W = cfg.grid
-        h = self._tokens(x) + self.pos_f.repeat_interleave(H * W, dim=0)
+        h = self._tokens(x) + self.frame_positions()
         cond, shared = self._conditioning(tau, x.dtype)
         txt = self.encode_text(text)
         for i, block in enumerate(self.blocks):

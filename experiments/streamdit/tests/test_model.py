@@ -47,15 +47,36 @@ def test_a_frames_time_reaches_only_its_own_frame_when_windows_do_not_cross_fram
         assert torch.count_nonzero(grad[0, torch.arange(TINY.frames) != f]) == 0 and torch.count_nonzero(grad[1]) == 0
 
 
-def test_equal_times_are_an_ordinary_dit():
-    """All frames at one time: permuting frames of the *time vector* changes nothing; it only
-    matters which frame carries which time."""
+def test_equal_times_are_an_ordinary_dit(monkeypatch):
+    """All frames at one time: the model equals an ordinary DiT, whose adaLN modulation is one
+    vector per clip (here: frame 0's, broadcast to every frame); with times that differ it does not,
+    and which frame carries which time matters."""
+    from ..model import Block
+
     model = randomised(TINY)
     x, _, text = inputs(TINY)
     same = torch.full((2, TINY.frames), 0.3, dtype=torch.float64)
-    assert torch.equal(model(x, same, text), model(x, same.flip(1), text))
     varied = torch.tensor([[0.1, 0.4, 0.7, 1.0]] * 2, dtype=torch.float64)
+    streaming = {name: model(x, tau, text) for name, tau in (("same", same), ("varied", varied))}
+
+    per_frame = Block.modulation
+    monkeypatch.setattr(Block, "modulation", lambda self, cond, shared: per_frame(self, cond, shared)[:, :1].expand(-1, cond.shape[1], -1, -1))
+    ordinary = {name: model(x, tau, text) for name, tau in (("same", same), ("varied", varied))}
+    assert torch.allclose(streaming["same"], ordinary["same"], atol=1e-12)
+    assert not torch.allclose(streaming["varied"], ordinary["varied"], atol=1e-6)
+    monkeypatch.undo()
     assert not torch.allclose(model(x, varied, text), model(x, varied.flip(1), text))
+    assert not torch.allclose(model(x, same, text), model(x, same + 0.2, text))  # the clip's time matters
+
+
+def test_every_token_carries_its_own_frames_position():
+    """Tokens are frame-major (H*W tokens of frame 0, then frame 1, ...): token n gets pos_f[n // (H*W)]."""
+    model = randomised(TINY)
+    _, H, W = TINY.grid
+    positions = model.frame_positions()
+    assert positions.shape == (TINY.frames * H * W, TINY.dim)
+    for n in range(0, TINY.frames * H * W, 5):
+        assert torch.equal(positions[n], model.pos_f[n // (H * W)])
 
 
 def jacobian_support(cfg: DiTConfig) -> torch.Tensor:

@@ -83,8 +83,11 @@ def test_stream_emits_in_order_at_tau_one_with_a_constant_shape(K, N, c, s):
     emitted_steps, seen_tau = [], []
     for step in range(1, 5 * s + 1):
         seen_tau.append(queue.tau[0].clone())
+        references = queue.x[:, :K].clone()
         out = queue.step(toy_velocity)
         assert queue.x.shape == x0.shape
+        if K and out is None:  # clean reference frames (tau = 1) are held, not integrated further
+            assert torch.equal(queue.x[:, :K], references) and queue.levels[:K].eq(p.T).all()
         if out is not None:
             emitted_steps.append(step)
             assert out.shape == (1, c, 2, 3) and torch.isfinite(out).all()
