@@ -31,7 +31,7 @@ PY=$(find_python) || {
 }
 
 fingerprint() {
-  { "$PY" -c 'import sys; print(sys.version)'; cat env/speech.sh env/synthetic.sh env/requirements.txt env/requirements-nodeps.txt env/requirements-cpu.txt env/constraints.txt pyproject.toml; } | sha256sum | cut -d' ' -f1
+  { "$PY" -c 'import sys; print(sys.version)'; cat env/debs.sh env/speech.sh env/synthetic.sh env/requirements.txt env/requirements-nodeps.txt env/requirements-cpu.txt env/constraints.txt pyproject.toml; } | sha256sum | cut -d' ' -f1
 }
 want=$(fingerprint)
 

@@ -30,15 +30,9 @@ env/speech.sh: apt-get is not available here, so the Asterisk English prompts (C
 MSG
   exit 0
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && apt-get download -q asterisk-core-sounds-en-wav asterisk-core-sounds-en >/dev/null 2>&1) || {
+source env/debs.sh
+unpack_debs "$DEST" asterisk-core-sounds-en-wav asterisk-core-sounds-en || {
   echo "env/speech.sh: apt-get download failed (no package index? run 'apt-get update'); CarelessWhisper's speech is not installed" >&2
   exit 0
 }
-mkdir -p "$tmp/root"
-for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$tmp/root"; done
-rm -rf "$DEST"
-mkdir -p "$(dirname "$DEST")"
-mv "$tmp/root" "$DEST"
 echo "env/speech.sh: Asterisk English prompts in $DEST ($(find "$DEST" -name '*.wav' | wc -l) WAV files)"

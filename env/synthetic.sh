@@ -14,15 +14,9 @@ if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
   echo "env/synthetic.sh: apt-get is not available; CarelessWhisper trains without synthetic voices (train.synthetic=null)" >&2
   exit 0
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && apt-get download -q flite libflite1 fortunes fortunes-min >/dev/null 2>&1) || {
+source env/debs.sh
+unpack_debs "$DEST" flite libflite1 fortunes fortunes-min || {
   echo "env/synthetic.sh: apt-get download failed (no package index? run 'apt-get update'); synthetic voices not installed" >&2
   exit 0
 }
-mkdir -p "$tmp/root"
-for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$tmp/root"; done
-rm -rf "$DEST"
-mkdir -p "$(dirname "$DEST")"
-mv "$tmp/root" "$DEST"
 echo "env/synthetic.sh: flite and the fortunes sentences in $DEST"
