@@ -1,0 +1,90 @@
+"""One test per STDO component that a one-line break must fail (the review's list): the label
+shave's default, the k-fold compute of the total-compute rows, JSTDO's fractions towards the
+hardest chunk, the cosine schedule's length, and the general model never seeing the clip it labels."""
+
+import numpy as np
+import pytest
+import torch
+
+from shared import registry
+from shared.config import compose
+
+from .. import labels as labels_module
+from .. import method as method_module
+from ..model import WDSR
+from ..patches import make_grid
+from ..train import overfit, steps_for
+
+EXPERIMENT = __package__.split(".")[1]
+
+
+def cfg(preset="smoke", row="stdo", overrides=()):
+    return compose(registry.get(EXPERIMENT), preset, list(overrides), row=("stdo", row))
+
+
+def patches(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lr = torch.randint(0, 256, (n, 3, 6, 6), generator=g, dtype=torch.uint8)
+    hr = torch.randint(0, 256, (n, 3, 12, 12), generator=g, dtype=torch.uint8)
+    return lr, hr
+
+
+def test_labels_shave_scale_plus_four_by_default(monkeypatch):
+    seen = []
+    monkeypatch.setattr(labels_module, "label_patches", lambda model, lr, hr, scale, shave, device: seen.append(shave) or np.zeros(len(lr)))
+    lr, hr = patches()
+    c = cfg(overrides=["labels.source=bicubic"])
+    assert c.labels.shave is None  # the default is the official rule, not a number
+    labels_module.make_labels(c, lr, hr, 3, "carphone", device="cpu")
+    labels_module.make_labels(cfg(overrides=["labels.source=bicubic", "labels.shave=2"]), lr, hr, 3, "carphone", device="cpu")
+    assert seen == [7, 2]
+
+
+def test_the_general_model_never_trains_on_the_clip_it_labels(monkeypatch):
+    from ..data import BUNDLED, load_video
+
+    seen = {}
+    monkeypatch.setattr(labels_module, "train_general", lambda images, scale, g, model, device, checkpoint: seen.setdefault("images", images) and model)
+    monkeypatch.setattr(labels_module, "label_patches", lambda *a, **k: np.zeros(4))
+    lr, hr = patches(4)
+    labels_module.make_labels(cfg(overrides=["labels.general.frames_per_clip=2", "labels.general.photographs=false"]), lr, hr, 2, "carphone", device="cpu")
+    carphone = load_video("carphone").frames
+    assert len(seen["images"]) == 2 * (len(BUNDLED) - 1)  # two frames of every other clip
+    assert not any(img.shape == carphone[0].shape and any(np.array_equal(img, f) for f in carphone) for img in seen["images"])
+
+
+def test_total_compute_rows_get_k_times_the_steps_and_jstdo_samples_the_hardest_chunk_fully(monkeypatch):
+    """k = 4 quantile chunks of 64 patches; the smoke preset's steps. JSTDO trains one model for 4 x
+    steps on all of chunk 0 (lowest PSNR labels: the hardest), 2/3 of chunk 1, 1/3 of chunk 2, none of chunk 3."""
+    calls = []
+
+    def fake_overfit(model, lr, hr, training_set, steps, cfg_train, **kw):
+        calls.append((steps, training_set(0)))
+        return model
+
+    monkeypatch.setattr(method_module, "overfit", fake_overfit)
+    lr, hr = patches(64)
+    grid = make_grid(24, 24, 2, rows=2, cols=2)  # 4 patches a frame, 16 frames
+    labels = np.arange(64, dtype=np.float64)[::-1].copy()  # patch 63 is the hardest
+    base = cfg(overrides=["chunks=4"])
+    steps = int(base.train.steps)
+    assert steps_for(base.train, 64, 4) == 4 * steps
+    method_module.fit_upscaler(cfg(row="jstdo", overrides=["chunks=4"]), lr, hr, labels, grid, 16, seed=0, device="cpu")
+    (jstdo_steps, chosen), = calls
+    assert jstdo_steps == 4 * steps
+    hardest, easiest = set(range(48, 64)), set(range(0, 16))
+    assert hardest <= set(chosen.tolist()) and not easiest & set(chosen.tolist())
+    calls.clear()
+    method_module.fit_upscaler(cfg(row="single_long", overrides=["chunks=4"]), lr, hr, labels, grid, 16, seed=0, device="cpu")
+    method_module.fit_upscaler(cfg(row="single", overrides=["chunks=4"]), lr, hr, labels, grid, 16, seed=0, device="cpu")
+    assert [c[0] for c in calls] == [4 * steps, steps]
+
+
+def test_the_cosine_schedule_reaches_its_floor_at_the_last_step():
+    c = cfg()
+    lrs = []
+    torch.manual_seed(0)
+    lr, hr = patches(32)
+    overfit(WDSR(2, num_blocks=1, num_residual_units=4, width_multiplier=1), lr, hr, lambda epoch: np.arange(32), 7, c.train, seed=0, device="cpu",
+            log=lambda metrics, step: lrs.append((step, metrics["lr"])))
+    assert lrs[-1][0] == 7 and lrs[-1][1] == pytest.approx(float(c.train.lr_min), rel=1e-6, abs=1e-12)
