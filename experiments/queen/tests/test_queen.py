@@ -631,6 +631,7 @@ def test_claims_are_paired_over_runs_against_the_stronger_baseline(tmp_path):
     smaller = by["QUEEN smaller than no_gate"]
     assert smaller["value"] == pytest.approx(0.01 + 0.05 / 300) and smaller["met"]
     assert by["updating frames beats showing frame 1"]["met"]
+    assert result["queen_psnr_minus"]["retrain"]["mean"] == pytest.approx(1.0) and result["queen_psnr_minus"]["no_gate"]["mean"] == 0.0
     # bad input: one line, exit 2
     fake_run(tmp_path / "broken", values(0.02, 25.0, 0.0), status="failed")
     assert main([str(tmp_path / "r0"), str(tmp_path / "broken")]) == 2
