@@ -87,7 +87,7 @@ def test_an_override_of_what_the_rows_set_is_refused_naming_the_rows():
     assert config.compose(template, "smoke", ["eval.rows=[mlp]", "model.width=16"], row=("fit", "mlp")).model.width == 16
     assert list(config.compose(template, "smoke", ["eval.rows=[mlp,linear]"]).eval.rows) == ["mlp", "linear"]
     # QUEEN's rows write method.gate, method.quantize, ...: replacing the whole method dict is refused too
-    with pytest.raises(ConfigError, match="'method' is set by rows queen, no_gate, no_quant, retrain"):
+    with pytest.raises(ConfigError, match="'method' is set by rows queen, float_gated, retrain, no_update, no_gate, no_mask, no_quant"):
         config.compose(EXPERIMENTS["queen"], "smoke", ["method={name: q, gate: true, quantize: true, retrain: false}"])
 
 
