@@ -63,7 +63,7 @@ ours = shown.table()
 # ## The table, beside the paper
 # The paper's numbers are N3DV means on an A100 (abstract and official README); ours are the
 # embedded 64x48 scene on a CPU with the sparse pure-torch renderer, so compare relations, not values.
-# This table is one run (scene seed 11, training seed 11); the claims below are over six.
+# This table is one run (scene seed 11, training seed 111); the claims below are over six.
 # MB/frame amortises the first frame over the clip, as the paper and 3DGStream count it; our bytes
 # are real files, the paper's are an entropy estimate (`mb_per_frame_estimate` is ours of that kind).
 
