@@ -324,7 +324,9 @@ def test_a_killed_stream_resumes_after_the_last_completed_frame(small_scene, tmp
     resumed = stream_module.stream(small_scene, cfg, run.dir / "bits", run=run)
     assert [r["frame"] for r in resumed["per_frame"]] == list(range(small_scene.n_frames))
     for a, b in zip(reference["per_frame"], resumed["per_frame"]):
-        assert a["bytes"] == b["bytes"] and a["psnr"] == b["psnr"]
+        # sizes exactly; PSNR to float rounding: with 2 threads the sparse renderer's backward may add
+        # a pixel's gradient contributions in another order (seen in CI: 12.65403 vs 12.65411 dB)
+        assert a["bytes"] == b["bytes"] and a["psnr"] == pytest.approx(b["psnr"], abs=1e-3)
 
     # resuming needs the frames already written: a lost frame file is named, not a deep traceback
     (run.dir / "bits" / "frame_00001.qbin").unlink()
