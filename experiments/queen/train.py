@@ -350,12 +350,9 @@ class ResidualFrame:
                 p.opacity_logit + dec["opacity_logit"].decode_symbols(symbols["opacity_logit"]),
             )
             self.codec.rest_latent, self.codec.rest_symbols = self.rest_latent.detach().clone(), rest_symbols
-        elif self.gate_floats:  # only open Gaussians store (and apply) residuals, as the decoder will
-            gated = {k: torch.where(open_[:, None], g[:, None] * v, torch.zeros_like(v)) for k, v in self.deltas.items()}
-            payload.update({f"{k}_gated_delta": v[open_].detach().clone() for k, v in gated.items()})
-            p = self.prev
-            state = Gaussians(xyz, p.f_dc + gated["f_dc"], p.f_rest + gated["f_rest"], p.log_scale + gated["log_scale"], p.rot + gated["rot"],
-                              p.opacity_logit + gated["opacity_logit"])
+        elif self.gate_floats:  # only open Gaussians store residuals (a closed gate is 0: adds nothing)
+            payload.update({f"{k}_gated_delta": (g[:, None] * v)[open_].detach().clone() for k, v in self.deltas.items()})
+            state = self.with_deltas(xyz, g)
         else:
             payload.update({f"{k}_delta": v.detach().clone() for k, v in self.deltas.items()})
             state = self.with_deltas(xyz, None)

@@ -385,7 +385,7 @@ def test_sh_basis_signs_match_3dgs_on_the_axes():
     assert (xy.item(), yz.item(), xz.item()) == pytest.approx((1.0925484305920792 / 2, -1.0925484305920792 / 2, -1.0925484305920792 / 2))
 
 
-def residual_frame(small_scene, gate=True, quantize=True, seed=0):
+def residual_frame(small_scene, gate=True, quantize=True, seed=0, gate_floats=False):
     """A ResidualFrame on a random 30-Gaussian previous frame, with half the gates open."""
     from ..train import ResidualCodecState, ResidualFrame
 
@@ -398,7 +398,7 @@ def residual_frame(small_scene, gate=True, quantize=True, seed=0):
     q = cfg.quant.f_rest
     state = ResidualCodecState(cfg, LatentDecoder(q.latent_dim, rest, q.basis, q.init_std, seed=1), torch.randint(-2, 3, (n, q.latent_dim), generator=g).float())
     d = torch.rand(n, generator=g)
-    return ResidualFrame(prev, state, cfg, 1.0, d, gate, quantize), prev
+    return ResidualFrame(prev, state, cfg, 1.0, d, gate, quantize, gate_floats), prev
 
 
 def test_a_fresh_residual_frame_is_the_previous_frame(small_scene):
@@ -650,3 +650,17 @@ def test_object_scale_sets_the_moving_gaussians_size_and_the_paper_preset_shrink
     paper = compose(registry.get(EXPERIMENT), "paper", [], row=("queen", "queen"))
     # as many times smaller as the objects have sqrt(more) Gaussians than the cpu scene's default (40 in the ball)
     assert paper.data.object_scale == pytest.approx(0.085 * math.sqrt(40 / paper.data.ball))
+
+
+def test_the_fair_float_baseline_trains_on_the_gated_residuals_it_stores(small_scene):
+    model, prev = residual_frame(small_scene, quantize=False, gate_floats=True)
+    with torch.no_grad():
+        for delta in model.deltas.values():
+            delta.add_(0.1)
+        model.gate.log_alpha.copy_(torch.where(torch.arange(len(prev)) % 2 == 0, 10.0, -10.0))
+    trained = model.gaussians()
+    committed, payload = model.commit()
+    closed = ~payload["gate_open"]
+    for name in ("f_dc", "f_rest", "log_scale", "rot", "opacity_logit"):
+        assert torch.allclose(getattr(trained, name), getattr(committed, name), atol=1e-7), name
+        assert torch.equal(getattr(committed, name)[closed], getattr(prev, name)[closed]), name
