@@ -5,6 +5,9 @@ import sys
 
 from shared.cli import experiment_main
 
-TOOLS = {}
+TOOLS = {
+    "claims": (".claims:main", "the claims over completed runs, paired by seed, met only beyond 2 s.e. (RUN ... [--out FILE])"),
+    "entering": (".entering:main", "an object enters mid-stream: QUEEN with and without densification after frame 1, paired over seeds ([--seeds ...] [--out FILE])"),
+}
 
 sys.exit(experiment_main(__package__, TOOLS))

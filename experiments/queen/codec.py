@@ -12,6 +12,9 @@ Frame file layout (little endian):
     | n_gaussians u32 | payload_len u64 | crc32 u32 | payload
 The stream id is drawn at random when a stream starts (stream.py) and written into every frame of
 it: a frame file copied in from another row or run is refused instead of decoding into garbage.
+A residual frame with densification also holds ``children`` (new Gaussians per previous one) and
+``removed`` (previous Gaussians that are gone): its Gaussians are the previous ones not removed, in
+order, then the new ones grouped by parent, each new one starting from its parent's previous values.
 payload: a sequence of sections  name_len u8 | name | type u8 (0 float32, 1 symbols) | ndim u8
     | shape u32 x ndim | data_len u32 | data
 A short file, a bad checksum, a frame out of order or of another stream raises BitstreamError naming the frame.
@@ -191,7 +194,7 @@ def decode_frame(data: bytes, expected_index: int | None = None, source: str = "
             flat[name] = torch.from_numpy(np.stack(cols, 1) if cols else np.zeros(shape, np.int64)).to(torch.int32).reshape(shape)
         else:
             values = torch.from_numpy(decode_symbols(chunk, count)).reshape(shape)
-            flat[name] = values.bool() if name.endswith("gate_open") else values.to(torch.int32)
+            flat[name] = values.bool() if name.endswith(("gate_open", "removed")) else values.to(torch.int32)
     return index, kind, n, _unflatten(flat)
 
 
@@ -251,22 +254,29 @@ class StreamDecoder:
         else:
             if self.state is None:
                 raise BitstreamError(f"{where}: a residual frame needs the preceding frames; start from frame 0")
-            if n != len(self.state):
-                raise BitstreamError(f"{where}: it describes {n} Gaussians but the decoded scene has {len(self.state)}")
             if not p:  # the no-update row: the scene stays as it is
+                if n != len(self.state):
+                    raise BitstreamError(f"{where}: it describes {n} Gaussians but the decoded scene has {len(self.state)}")
                 self.frames_decoded += 1
                 return self.state
-            prev = self.state
-            xyz = prev.xyz.clone()
+            prev, rest_symbols = self.state, self.rest_symbols
+            if "children" in p:  # densification: the previous Gaussians that stay, then the new ones by parent
+                if len(p["children"]) != len(prev) or len(p["removed"]) != len(prev):
+                    raise BitstreamError(f"{where}: densification record for {len(p['children'])} Gaussians but the decoded scene has {len(prev)}")
+                rows = torch.cat([torch.nonzero(~p["removed"])[:, 0], torch.repeat_interleave(torch.arange(len(prev)), p["children"].long())])
+                prev = prev.index(rows)
+                rest_symbols = rest_symbols[rows] if "f_dc_symbols" in p else None  # float rows keep f_rest as floats
+            if n != len(prev):
+                raise BitstreamError(f"{where}: it describes {n} Gaussians but the decoded scene has {len(prev)}")
             open_ = p["gate_open"]
             if int(open_.sum()) != len(p["xyz_offset"]):
                 raise BitstreamError(f"{where}: {int(open_.sum())} open gates but {len(p['xyz_offset'])} position offsets")
-            offset = torch.zeros_like(xyz)
+            offset = torch.zeros_like(prev.xyz)
             offset[open_] = p["xyz_offset"]
             xyz = prev.xyz + offset
             if "f_dc_symbols" in p:
                 dec = p["decoders"]
-                self.rest_symbols = self.rest_symbols + p["f_rest_symbol_delta"]
+                self.rest_symbols = rest_symbols + p["f_rest_symbol_delta"]
                 self.state = Gaussians(
                     xyz, prev.f_dc + _decode(p["f_dc_symbols"], dec["f_dc"], 3),
                     _decode(self.rest_symbols, dec["f_rest"], prev.f_rest.shape[1]),

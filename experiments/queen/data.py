@@ -17,5 +17,6 @@ def load_scene(cfg) -> Scene:
         return load_n3dv(d.root, max_frames=d.max_frames, downscale=d.downscale).to(device)
     return synthetic_scene(
         n_frames=d.n_frames, n_cameras=d.n_cameras, width=d.width, height=d.height, seed=d.seed,
-        point_fraction=d.point_fraction, backdrop=tuple(d.backdrop), ball=d.ball, ellipsoid=d.ellipsoid, object_scale=d.object_scale, device=device,
+        point_fraction=d.point_fraction, backdrop=tuple(d.backdrop), ball=d.ball, ellipsoid=d.ellipsoid, object_scale=d.object_scale,
+        entering=d.entering, enter_frame=d.enter_frame, device=device,
     )

@@ -43,6 +43,7 @@ class Truth:
 
     frames: list[Gaussians]
     dynamic: torch.Tensor  # [N_gt] bool
+    entering: torch.Tensor | None = None  # [N_gt] bool: the object that appears mid-stream (None: there is none)
 
 
 @dataclass
@@ -76,7 +77,8 @@ class Scene:
 
     def to(self, device) -> Scene:
         """The scene on ``device`` (cameras, images, point cloud; the ground truth too)."""
-        truth = None if self.truth is None else Truth([f.to(device) for f in self.truth.frames], self.truth.dynamic.to(device))
+        truth = None if self.truth is None else Truth([f.to(device) for f in self.truth.frames], self.truth.dynamic.to(device),
+                                                      None if self.truth.entering is None else self.truth.entering.to(device))
         return Scene(
             cameras=[c.to(device) for c in self.cameras], images=self.images.to(device), test_cameras=self.test_cameras,
             points=self.points.to(device), point_colors=self.point_colors.to(device), background=self.background.to(device),
@@ -164,11 +166,16 @@ def highlight(direction: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
 
 
 def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48,
-                    object_scale: float = 0.085) -> Truth:
+                    object_scale: float = 0.085, entering: int = 0, enter_frame: int | None = None) -> Truth:
     """Ground-truth Gaussians for every frame: colours in f_dc and view-dependent highlights in
     f_rest (SH degree 1), so that SH residuals matter. The wall has a sheen towards one side of the
     camera arc; the ball a highlight towards a fixed direction; the ellipsoid's highlight is fixed
-    to its surface, so it turns with the ellipsoid and its world-frame SH changes every frame."""
+    to its surface, so it turns with the ellipsoid and its world-frame SH changes every frame.
+
+    ``entering`` > 0 adds an object of that many Gaussians that is absent (fully transparent) before
+    ``enter_frame`` (default: the middle frame) and present from it on: what frame-1 Gaussians cannot
+    show without densification after frame 1. It draws no random numbers, so the rest of the scene
+    is the same as without it."""
     g = torch.Generator().manual_seed(seed)
     hopper, minduka = photograph("grace_hopper.jpg"), photograph("Minduka_Present_Blue_Pack.png")
 
@@ -186,6 +193,8 @@ def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 1
     ell_pts, ell_uv = _blob(ellipsoid, torch.tensor([0.22, 0.40, 0.22]))
     ball_rgb = sample_texture(minduka, ball_uv)
     ell_rgb = sample_texture(minduka, 0.5 + 0.5 * (ell_uv - 0.5))
+    new_pts, new_uv = _blob(entering, torch.tensor([0.2, 0.2, 0.2]))  # empty for entering=0
+    new_rgb = sample_texture(hopper, 0.3 + 0.4 * new_uv)
     phase = torch.rand(1, generator=g).item() * 2 * math.pi
     # where the highlights point (drawn per scene), and how bright they are (per colour)
     sheen, ball_light, ell_light = (torch.nn.functional.normalize(torch.randn(3, generator=g) * torch.tensor([1.0, 0.3, 0.3]) + torch.tensor(b), dim=0)
@@ -208,14 +217,26 @@ def synthetic_truth(n_frames: int, seed: int, backdrop: tuple[int, int] = (18, 1
         rot = torch.cat([torch.tensor([[1.0, 0, 0, 0]]).expand(len(wall) + ball, 4), _quat_from_rotation_y(angle).expand(ellipsoid, 4)])
         rgb = torch.cat([wall_rgb, ball_rgb, (ell_rgb + warm).clamp(0.02, 0.98)])
         ell_rest = highlight((_rotation_y(angle) @ ell_light).expand(ellipsoid, 3), torch.tensor([0.25, 0.25, 0.30]).expand(ellipsoid, 3))
+        opacity = torch.full((len(xyz), 1), 3.0)
+        if entering:
+            present = t >= (n_frames // 2 if enter_frame is None else enter_frame)
+            xyz = torch.cat([xyz, new_pts + torch.tensor([-0.45, 0.45, 0.0])])
+            scale = torch.cat([scale, torch.full((entering, 3), object_scale)])
+            rot = torch.cat([rot, torch.tensor([[1.0, 0, 0, 0]]).expand(entering, 4)])
+            rgb = torch.cat([rgb, new_rgb])
+            opacity = torch.cat([opacity, torch.full((entering, 1), 3.0 if present else -30.0)])  # sigmoid(-30): culled by every renderer
+        n_rest = len(xyz) - len(wall_rest) - ball - ellipsoid
         frames.append(
             Gaussians(
-                xyz=xyz.float(), f_dc=_rgb_to_sh_dc(rgb).float(), f_rest=torch.cat([wall_rest, ball_rest, ell_rest]).float(),
-                log_scale=torch.log(scale).float(), rot=rot.float(), opacity_logit=torch.full((len(xyz), 1), 3.0),
+                xyz=xyz.float(), f_dc=_rgb_to_sh_dc(rgb).float(),
+                f_rest=torch.cat([wall_rest, ball_rest, ell_rest, wall_rest.new_zeros(n_rest, 9)]).float(),
+                log_scale=torch.log(scale).float(), rot=rot.float(), opacity_logit=opacity,
             )
         )
-    dynamic = torch.cat([torch.zeros(len(wall), dtype=torch.bool), torch.ones(ball + ellipsoid, dtype=torch.bool)])
-    return Truth(frames=frames, dynamic=dynamic)
+    n_static = len(wall)
+    dynamic = torch.cat([torch.zeros(n_static, dtype=torch.bool), torch.ones(ball + ellipsoid + entering, dtype=torch.bool)])
+    entering_mask = torch.arange(len(dynamic)) >= len(dynamic) - entering if entering else None
+    return Truth(frames=frames, dynamic=dynamic, entering=entering_mask)
 
 
 def camera_extent(cameras: list[Camera]) -> float:
@@ -228,7 +249,7 @@ def camera_extent(cameras: list[Camera]) -> float:
 def synthetic_scene(
     n_frames: int = 6, n_cameras: int = 7, width: int = 32, height: int = 24, seed: int = 0,
     point_fraction: float = 0.6, point_jitter: float = 0.03, backdrop: tuple[int, int] = (18, 14), ball: int = 40, ellipsoid: int = 48,
-    object_scale: float = 0.085,
+    object_scale: float = 0.085, entering: int = 0, enter_frame: int | None = None,
     device: str = "cpu",
 ) -> Scene:
     """Render the ground truth from ``n_cameras`` for ``n_frames``; camera 0 is the test view.
@@ -239,7 +260,7 @@ def synthetic_scene(
     """
     if n_cameras < 2:
         raise ValueError(f"need at least 2 cameras (one is held out for testing), got {n_cameras}")
-    truth = synthetic_truth(n_frames, seed, backdrop, ball, ellipsoid, object_scale)
+    truth = synthetic_truth(n_frames, seed, backdrop, ball, ellipsoid, object_scale, entering, enter_frame)
     cams = camera_arc(n_cameras, width, height)
     background = torch.zeros(3)
     images = torch.stack([
@@ -247,7 +268,8 @@ def synthetic_scene(
     ]).clamp(0, 1)
     g = torch.Generator().manual_seed(seed + 1)
     first = truth.frames[0]
-    pick = torch.randperm(len(first), generator=g)[: max(8, int(point_fraction * len(first)))]
+    seen = torch.nonzero(first.opacity_logit[:, 0] > 0)[:, 0]  # an object not yet in the scene has no points
+    pick = seen[torch.randperm(len(seen), generator=g)[: max(8, int(point_fraction * len(seen)))]]
     points = first.xyz[pick] + point_jitter * torch.randn(len(pick), 3, generator=g)
     colors = (first.f_dc[pick] * 0.28209479177387814 + 0.5).clamp(0, 1)
     return Scene(

@@ -134,6 +134,8 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
             "decode_max_abs_error": max_abs_difference(decoded, committed),
             "decoded_render_psnr_vs_trainer": psnr(decoded_eval["render"], evaluation["render"]),
         }
+        if "added" in diagnostics:  # densification after frame 1
+            record |= {"n_added": diagnostics["added"], "n_removed": diagnostics["removed"]}
         if "gate_values" in diagnostics:
             open_ = diagnostics["gate_values"] > 0
             dynamic = dynamic_labels(prev, scene, t)

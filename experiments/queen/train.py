@@ -21,6 +21,7 @@ from .model import Gaussians, LatentDecoder, PositionGate, nearest_neighbours, r
 from .scene import Scene
 
 QUANTIZED = ("f_dc", "rot", "opacity_logit", "log_scale")  # "sq_res" residual decoders; f_rest is "sq"
+FLOAT_RESIDUALS = ("f_dc", "f_rest", "rot", "opacity_logit", "log_scale")  # the float rows' residuals (every attribute but xyz)
 
 
 def photometric_loss(image: torch.Tensor, target: torch.Tensor, lambda_ssim: float = 0.2) -> torch.Tensor:
@@ -44,6 +45,21 @@ def ndc_grad_norm(meta: dict, camera) -> torch.Tensor:
     return torch.linalg.norm(grad * scale, dim=-1)
 
 
+def edit_parameter_rows(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter, keep: torch.Tensor, new_rows: torch.Tensor) -> torch.nn.Parameter:
+    """A new parameter with the rows ``keep`` (bool) of ``param`` and ``new_rows`` appended, put in
+    ``param``'s place in ``optimizer``; its Adam moments follow the kept rows and start at 0 for new
+    ones. (Densification edits rows mid-training; torch optimizers have no API for it.)"""
+    fresh = torch.nn.Parameter(torch.cat([param.detach()[keep], new_rows.detach().to(param.dtype)]))
+    for group in optimizer.param_groups:
+        group["params"] = [fresh if p is param else p for p in group["params"]]
+    state = optimizer.state.pop(param, None)
+    if state:
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key] = torch.cat([state[key][keep], state[key].new_zeros(len(new_rows), *state[key].shape[1:])])
+        optimizer.state[fresh] = state
+    return fresh
+
+
 class PerGaussianParams:
     """Per-Gaussian tensors (rows = Gaussians) with one Adam, whose state follows row edits."""
 
@@ -56,18 +72,8 @@ class PerGaussianParams:
 
     def edit_rows(self, keep: torch.Tensor, new_rows: dict[str, torch.Tensor]) -> None:
         """Keep the rows ``keep`` (bool) and append ``new_rows``; Adam moments of new rows start at 0."""
-        for group in self.optimizer.param_groups:
-            old = group["params"][0]
-            name = group["name"]
-            fresh = torch.nn.Parameter(torch.cat([old.detach()[keep], new_rows[name].detach()]))
-            state = self.optimizer.state.pop(old, None)
-            if state:
-                n_new = len(new_rows[name])
-                for key in ("exp_avg", "exp_avg_sq"):
-                    state[key] = torch.cat([state[key][keep], state[key].new_zeros(n_new, *state[key].shape[1:])])
-                self.optimizer.state[fresh] = state
-            group["params"][0] = fresh
-            self.params[name] = fresh
+        for name, param in list(self.params.items()):
+            self.params[name] = edit_parameter_rows(self.optimizer, param, keep, new_rows[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +257,15 @@ class ResidualFrame:
     ``gate_floats`` (with ``quantize`` off): the float residuals of every attribute pass through the
     same gate, and only the Gaussians whose gate is open store any (the fair float baseline: a
     residual stream that stores only what changes, as 3DGStream-style methods do).
+
+    Densification within the frame (``cfg.residual.densify.enabled``; brief 2.6 "densify_dynamic"):
+    a Gaussian whose mean viewspace gradient passes the threshold gets a child, a copy if it is small
+    and a 1.6x smaller one sampled inside it if it is large. Rows ``>= n_prev`` are the new Gaussians.
+    A new Gaussian's residuals add to its root parent's previous-frame attributes (``base``), which the
+    decoder has; its latents start at the least-squares inverse of the values it copies (brief 2.2);
+    its gate is always open, because its position is news to the decoder (the paper copies the
+    parent's gate instead). Only new Gaussians are pruned while training (as the paper); at commit
+    previous-frame Gaussians that faded below ``min_opacity`` are removed too (an object that left).
     """
 
     def __init__(self, prev: Gaussians, codec: ResidualCodecState, cfg: DictConfig, extent: float, d: torch.Tensor, gate: bool, quantize: bool,
@@ -258,8 +273,13 @@ class ResidualFrame:
         if gate_floats and (quantize or not gate):
             raise ValueError("gate_floats gates float residuals: it needs gate=True and quantize=False")
         self.prev, self.codec, self.cfg, self.use_gate, self.quantize = prev.detach(), codec, cfg, gate, quantize
-        self.gate_floats = gate_floats
+        self.gate_floats, self.extent = gate_floats, extent
         n, r = len(prev), cfg.residual
+        self.n_prev = n
+        self.base = self.prev  # what each row's residuals add to: prev, then the new rows' root parents' prev rows
+        self.parent = torch.zeros(0, dtype=torch.long, device=prev.xyz.device)  # [n_new] root parent (row of prev)
+        self.rest_base_symbols = codec.rest_symbols if quantize else None  # f_rest symbols each row's delta is taken against
+        self.grad_sum, self.grad_count = prev.xyz.new_zeros(n), prev.xyz.new_zeros(n)
         self.xyz = torch.nn.Parameter(prev.xyz.detach().clone())
         groups = [{"params": [self.xyz], "lr": r.lr.xyz * extent}]
         if quantize:
@@ -269,7 +289,7 @@ class ResidualFrame:
             groups += [{"params": list(codec.decoders[k].parameters()), "lr": cfg.quant[k].decoder_lr} for k in QUANTIZED]
             groups += [{"params": [self.rest_latent], "lr": cfg.quant.f_rest.latent_lr}, {"params": list(codec.rest_decoder.parameters()), "lr": cfg.quant.f_rest.decoder_lr}]
         else:
-            self.deltas = {k: torch.nn.Parameter(torch.zeros_like(getattr(prev, k))) for k in ("f_dc", "f_rest", "rot", "opacity_logit", "log_scale")}
+            self.deltas = {k: torch.nn.Parameter(torch.zeros_like(getattr(prev, k))) for k in FLOAT_RESIDUALS}
             groups += [{"params": [self.deltas[k]], "lr": r.float_lr[k]} for k in self.deltas]
         self.optimizer = torch.optim.Adam(groups, eps=1e-15)  # a fresh Adam every frame, as QUEEN
         self.gate = PositionGate(n, **cfg.gate.hard_concrete).to(prev.xyz.device)
@@ -277,11 +297,17 @@ class ResidualFrame:
             self.gate.init_from_difference(d)
             self.gate_optimizer = torch.optim.Adam(self.gate.parameters(), lr=cfg.gate.lr, eps=1e-15)
 
+    @property
+    def n_new(self) -> int:
+        return len(self.parent)
+
     def gate_values(self) -> torch.Tensor:
-        return self.gate() if self.use_gate else self.prev.xyz.new_ones(len(self.prev))
+        """Every row's gate: the trained gate of the previous frame's Gaussians, 1 for new ones."""
+        old = self.gate() if self.use_gate else self.prev.xyz.new_ones(self.n_prev)
+        return torch.cat([old, old.new_ones(self.n_new)])
 
     def gaussians(self) -> Gaussians:
-        p = self.prev
+        p = self.base
         xyz = p.xyz + self.gate_values()[:, None] * (self.xyz - p.xyz)
         if self.quantize:
             dec = self.codec.decoders
@@ -292,10 +318,12 @@ class ResidualFrame:
             )
         return self.with_deltas(xyz, self.gate_values() if self.gate_floats else None)
 
-    def with_deltas(self, xyz: torch.Tensor, gate: torch.Tensor | None) -> Gaussians:
-        """The previous frame plus the float residuals (each scaled by its Gaussian's gate value, if given)."""
-        p = self.prev
-        dl = {k: v if gate is None else gate[:, None] * v for k, v in self.deltas.items()}
+    def with_deltas(self, xyz: torch.Tensor, gate: torch.Tensor | None, rows: torch.Tensor | None = None) -> Gaussians:
+        """Base plus the float residuals (each scaled by its Gaussian's gate value, if given), of
+        ``rows`` (all rows if None; ``xyz`` and ``gate`` are already those rows')."""
+        p = self.base if rows is None else self.base.index(rows)
+        dl = {k: v if rows is None else v[rows] for k, v in self.deltas.items()}
+        dl = {k: v if gate is None else gate[:, None] * v for k, v in dl.items()}
         return Gaussians(xyz, p.f_dc + dl["f_dc"], p.f_rest + dl["f_rest"], p.log_scale + dl["log_scale"], p.rot + dl["rot"], p.opacity_logit + dl["opacity_logit"])
 
     def loss(self, image, target) -> torch.Tensor:
@@ -308,11 +336,16 @@ class ResidualFrame:
         """One optimisation step on one view; returns the loss. With ``mask`` (the masked phase) only
         those pixels are rendered, and the target elsewhere becomes the background the masked render
         shows there, so the loss sees the changed pixels only."""
-        image, _, _ = render_gaussians(self.gaussians(), camera, background, backend=self.cfg.backend, pixel_mask=mask)
+        image, _, meta = render_gaussians(self.gaussians(), camera, background, backend=self.cfg.backend, pixel_mask=mask)
         if mask is not None:
             target = torch.where(mask[..., None], target, background)
         loss = self.loss(image, target)
         loss.backward()
+        if self.cfg.residual.densify.enabled:  # brief 2.5: densification bookkeeping between backward and step
+            with torch.no_grad():
+                visible = meta["visible"]
+                self.grad_sum[visible] += ndc_grad_norm(meta, camera)[visible]
+                self.grad_count[visible] += 1
         self.step()
         return float(loss.detach())
 
@@ -325,37 +358,95 @@ class ResidualFrame:
             self.gate.clamp_()
 
     @torch.no_grad()
+    def densify(self, generator: torch.Generator) -> None:
+        """Prune new Gaussians that turned transparent, then add a child to each Gaussian whose mean
+        viewspace gradient since the last densification is at least the threshold."""
+        c = self.cfg.residual.densify
+        current = self.gaussians()
+        keep = torch.ones(len(current), dtype=torch.bool, device=current.xyz.device)
+        keep[self.n_prev:] = torch.sigmoid(current.opacity_logit[self.n_prev:, 0]) >= c.min_opacity
+        source = torch.nonzero((self.grad_sum / self.grad_count.clamp_min(1) >= c.grad_threshold) & keep)[:, 0]
+        child = current.index(source)
+        large = torch.exp(child.log_scale).amax(-1) > c.percent_dense * self.extent
+        if large.any():  # 3DGS's split: a child sampled from the Gaussian, 1.6x smaller
+            std = torch.exp(child.log_scale[large])
+            noise = torch.randn(std.shape, generator=generator).to(std.device)
+            child.xyz[large] += (quat_to_rotmat(child.rot[large]) @ (noise * std)[..., None])[..., 0]
+            child.log_scale[large] -= math.log(1.6)
+        root = torch.cat([torch.arange(self.n_prev, device=source.device), self.parent])[source]
+        self.add_rows(keep, root, child)
+        self.grad_sum, self.grad_count = current.xyz.new_zeros(len(self.base)), current.xyz.new_zeros(len(self.base))
+
+    @torch.no_grad()
+    def add_rows(self, keep: torch.Tensor, root: torch.Tensor, values: Gaussians) -> None:
+        """Keep rows ``keep`` and append new Gaussians with root parents ``root`` (rows of prev) that
+        start at ``values``: float residuals exactly, latents through the decoders' least-squares inverse."""
+        base = self.prev.index(root)
+        self.parent = torch.cat([self.parent[keep[self.n_prev:]], root])
+        self.base = Gaussians(**{k: torch.cat([v[keep], getattr(base, k)]) for k, v in self.base.as_dict().items()})
+        opt = self.optimizer
+        self.xyz = edit_parameter_rows(opt, self.xyz, keep, values.xyz)  # the gate of a new row is 1: its position is xyz
+        if self.quantize:
+            dec = self.codec.decoders
+            for k in QUANTIZED:
+                self.latents[k] = edit_parameter_rows(opt, self.latents[k], keep, dec[k].inverse(getattr(values, k) - getattr(base, k)))
+            self.rest_latent = edit_parameter_rows(opt, self.rest_latent, keep, self.codec.rest_decoder.inverse(values.f_rest))
+            self.rest_base_symbols = torch.cat([self.rest_base_symbols[keep], self.codec.rest_symbols[root]])
+        else:
+            for k in FLOAT_RESIDUALS:
+                self.deltas[k] = edit_parameter_rows(opt, self.deltas[k], keep, getattr(values, k) - getattr(base, k))
+
+    @torch.no_grad()
+    def committed_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows of the committed frame in order, removed [n_prev] bool): the previous frame's
+        Gaussians that stay, then the new ones ordered by root parent, so that the decoder rebuilds
+        the new rows' parents from a child count per previous Gaussian."""
+        n = self.n_prev
+        removed = torch.zeros(n, dtype=torch.bool, device=self.prev.xyz.device)
+        new = torch.arange(n, n + self.n_new, device=removed.device)
+        if self.cfg.residual.densify.enabled:
+            opacity = torch.sigmoid(self.gaussians().opacity_logit[:, 0])
+            removed = opacity[:n] < self.cfg.residual.densify.min_opacity
+            new = new[opacity[n:] >= self.cfg.residual.densify.min_opacity]
+        new = new[torch.argsort(self.parent[new - n], stable=True)]
+        return torch.cat([torch.nonzero(~removed)[:, 0], new]), removed
+
+    @torch.no_grad()
     def commit(self) -> tuple[Gaussians, dict]:
         """The frame as the decoder will rebuild it, and the payload to encode.
 
         Every attribute is recomputed from what is stored (integer symbols, decoder weights, gated
         float32 offsets), with the same operations the decoder runs, so decoding is exact.
         """
-        p = self.prev
-        g = self.gate_values()
+        rows, removed = self.committed_rows()
+        p = self.base.index(rows)
+        g = self.gate_values()[rows]
         open_ = g > 0
-        offset = g[:, None] * (self.xyz - p.xyz)
+        offset = g[:, None] * (self.xyz[rows] - p.xyz)
         xyz = p.xyz + torch.where(open_[:, None], offset, torch.zeros_like(offset))
         payload: dict = {"gate_open": open_, "xyz_offset": offset[open_]}
+        if self.cfg.residual.densify.enabled:  # which Gaussians appear (children per previous Gaussian) and disappear
+            parents = self.parent[rows[rows >= self.n_prev] - self.n_prev]
+            payload |= {"children": torch.bincount(parents, minlength=self.n_prev).to(torch.int32), "removed": removed}
         if self.quantize:
             dec = self.codec.decoders
-            symbols = {k: torch.round(self.latents[k]).to(torch.int32) for k in QUANTIZED}
-            rest_symbols = torch.round(self.rest_latent).to(torch.int32)
+            symbols = {k: torch.round(self.latents[k][rows]).to(torch.int32) for k in QUANTIZED}
+            rest_symbols = torch.round(self.rest_latent[rows]).to(torch.int32)
             payload.update({f"{k}_symbols": s for k, s in symbols.items()})
-            payload["f_rest_symbol_delta"] = rest_symbols - self.codec.rest_symbols
+            payload["f_rest_symbol_delta"] = rest_symbols - self.rest_base_symbols[rows]
             payload["decoders"] = {k: dec[k].payload() for k in QUANTIZED} | {"f_rest": self.codec.rest_decoder.payload()}
             state = Gaussians(
                 xyz, p.f_dc + dec["f_dc"].decode_symbols(symbols["f_dc"]), self.codec.rest_decoder.decode_symbols(rest_symbols),
                 p.log_scale + dec["log_scale"].decode_symbols(symbols["log_scale"]), p.rot + dec["rot"].decode_symbols(symbols["rot"]),
                 p.opacity_logit + dec["opacity_logit"].decode_symbols(symbols["opacity_logit"]),
             )
-            self.codec.rest_latent, self.codec.rest_symbols = self.rest_latent.detach().clone(), rest_symbols
+            self.codec.rest_latent, self.codec.rest_symbols = self.rest_latent[rows].detach().clone(), rest_symbols
         elif self.gate_floats:  # only open Gaussians store residuals (a closed gate is 0: adds nothing)
-            payload.update({f"{k}_gated_delta": (g[:, None] * v)[open_].detach().clone() for k, v in self.deltas.items()})
-            state = self.with_deltas(xyz, g)
+            payload.update({f"{k}_gated_delta": (g[:, None] * v[rows])[open_].detach().clone() for k, v in self.deltas.items()})
+            state = self.with_deltas(xyz, g, rows)
         else:
-            payload.update({f"{k}_delta": v.detach().clone() for k, v in self.deltas.items()})
-            state = self.with_deltas(xyz, None)
+            payload.update({f"{k}_delta": v[rows].detach().clone() for k, v in self.deltas.items()})
+            state = self.with_deltas(xyz, None, rows)
         return state.detach(), payload
 
 
@@ -369,16 +460,21 @@ def train_residual_frame(prev: Gaussians, codec: ResidualCodecState, scene: Scen
     n_train = len(scene.train_cameras)
     iterations = r.epochs * n_train
     masked_iterations = math.ceil(r.masked_epochs_fraction * r.epochs) * n_train if r.masked_rendering else 0
+    generator = torch.Generator().manual_seed(cfg.seed * 7907 + frame)  # the split children's positions
+    densify = r.densify
     for it, c in enumerate(camera_schedule(scene.train_cameras, iterations, cfg.seed * 104729 + frame)):
         cam, target = scene.cameras[c], scene.image(frame, c)
         mask = masks[c] if it < masked_iterations else None
-        if mask is not None and not mask.any():
-            if bar is not None:
-                bar.update()
-            continue  # nothing changed in this view: skip, as the tile-masked rasterizer would
-        model.fit_view(cam, target, scene.background, mask)
+        if mask is None or mask.any():  # nothing changed in this view: skip, as the tile-masked rasterizer would
+            model.fit_view(cam, target, scene.background, mask)
+        epoch, within = divmod(it + 1, n_train)
+        if densify.enabled and within == 0 and densify.from_epoch <= epoch < r.epochs and (epoch - densify.from_epoch) % densify.every_epochs == 0:
+            model.densify(generator)
         if bar is not None:
             bar.update()
+    gate_values = model.gate_values().detach()[: model.n_prev]
     state, payload = model.commit()
-    diagnostics = {"d": d, "gate_values": model.gate_values().detach(), "mask_fraction": float(torch.stack(list(masks.values())).float().mean())}
+    diagnostics = {"d": d, "gate_values": gate_values, "mask_fraction": float(torch.stack(list(masks.values())).float().mean())}
+    if densify.enabled:
+        diagnostics |= {"added": int(payload["children"].sum()), "removed": int(payload["removed"].sum())}
     return state, payload, diagnostics

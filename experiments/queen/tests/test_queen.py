@@ -385,11 +385,11 @@ def test_sh_basis_signs_match_3dgs_on_the_axes():
     assert (xy.item(), yz.item(), xz.item()) == pytest.approx((1.0925484305920792 / 2, -1.0925484305920792 / 2, -1.0925484305920792 / 2))
 
 
-def residual_frame(small_scene, gate=True, quantize=True, seed=0, gate_floats=False):
+def residual_frame(small_scene, gate=True, quantize=True, seed=0, gate_floats=False, **overrides):
     """A ResidualFrame on a random 30-Gaussian previous frame, with half the gates open."""
     from ..train import ResidualCodecState, ResidualFrame
 
-    cfg = smoke_cfg()
+    cfg = smoke_cfg(**overrides)
     g = torch.Generator().manual_seed(seed)
     n, rest = 30, 3 * ((cfg.sh_degree + 1) ** 2 - 1)
     prev = Gaussians(torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 0.5]), torch.randn(n, 3, generator=g) * 0.5,
@@ -664,3 +664,143 @@ def test_the_fair_float_baseline_trains_on_the_gated_residuals_it_stores(small_s
     for name in ("f_dc", "f_rest", "log_scale", "rot", "opacity_logit"):
         assert torch.allclose(getattr(trained, name), getattr(committed, name), atol=1e-7), name
         assert torch.equal(getattr(committed, name)[closed], getattr(prev, name)[closed]), name
+
+
+# ---------------------------------------------------------------- densification after frame 1 --
+
+
+def densifying_frame(small_scene, quantize=True, gate_floats=False, **overrides):
+    """A residual frame with densification on, trained latents (integers) and moved positions, and
+    every Gaussian's gradient statistic past the threshold except rows 0-9."""
+    dens = {"residual.densify.enabled": True, "residual.densify.grad_threshold": 0.5, "residual.densify.percent_dense": 0.2} | overrides
+    model, prev = residual_frame(small_scene, quantize=quantize, gate_floats=gate_floats, **dens)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        model.xyz.add_(0.02 * torch.randn(model.xyz.shape, generator=g))
+        for p in (model.latents.values() if quantize else model.deltas.values()):
+            p.copy_(torch.randint(-2, 3, p.shape, generator=g).float() if quantize else 0.1 * torch.randn(p.shape, generator=g))
+        model.grad_sum.copy_(torch.where(torch.arange(len(prev)) < 10, 0.1, 2.0))
+        model.grad_count.fill_(2.0)  # means 0.05 and 1.0 against the threshold 0.5
+    return model, prev
+
+
+def values_before_rounding(model, rows) -> dict[str, torch.Tensor]:
+    """Each attribute of ``rows`` as the latents decode it without rounding (float rows: exactly)."""
+    base = model.base.index(rows)
+    if not model.quantize:
+        return {k: getattr(base, k) + model.deltas[k][rows] for k in model.deltas}
+    dec = model.codec.decoders
+    out = {k: getattr(base, k) + model.latents[k][rows] @ dec[k].matrix() + dec[k].bias for k in dec}
+    return out | {"f_rest": model.rest_latent[rows] @ model.codec.rest_decoder.matrix() + model.codec.rest_decoder.bias}
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_densify_adds_a_child_to_each_gaussian_past_the_threshold_with_its_values(small_scene, quantize):
+    """Children of small Gaussians are copies: their latents are the decoders' least-squares
+    inverse of their parent's values now (float rows: exact residuals); large Gaussians get 1.6x
+    smaller children sampled inside them; every per-Gaussian tensor, the Adam moments, the gates and
+    the parent index follow."""
+    model, prev = densifying_frame(small_scene, quantize)
+    with torch.no_grad():
+        model.prev.log_scale[20:] = 0.0  # rows 20-29 are large (scale 1 > 0.2 x extent 1): split children
+    before = model.gaussians()
+    model.densify(torch.Generator().manual_seed(0))
+    assert model.n_prev == 30 and model.n_new == 20 and torch.equal(model.parent, torch.arange(10, 30))
+    after, children = model.gaussians(), values_before_rounding(model, torch.arange(30, 50))
+    assert torch.equal(after.xyz[:30], before.xyz[:30]) and torch.equal(after.f_dc[:30], before.f_dc[:30])  # the previous ones are untouched
+    assert torch.equal(after.xyz[30:40], before.xyz[10:20])  # a new Gaussian's gate is open: its position is its own
+    for name, value in children.items():
+        target = getattr(before, name)[10:30] - torch.tensor([0.0, math.log(1.6)]).repeat_interleave(10)[:, None] * (name == "log_scale")
+        assert torch.allclose(value, target, atol=1e-5), name
+    assert (after.xyz[40:] - before.xyz[20:]).norm(dim=-1).min() > 1e-3  # sampled inside the parent, not on it
+    rows = [model.xyz, *(model.latents.values() if quantize else model.deltas.values())] + ([model.rest_latent] if quantize else [])
+    for p in rows:
+        assert len(p) == 50 and any(p is q for group in model.optimizer.param_groups for q in group["params"])
+    assert len(model.base) == 50 and len(model.grad_sum) == 50 and torch.all(model.gate_values()[30:] == 1)
+    loss = model.loss(render_gaussians(model.gaussians(), small_scene.cameras[1], small_scene.background)[0], small_scene.images[1, 1])
+    loss.backward()
+    model.step()  # Adam steps with the new rows, whose moments started at 0
+    assert all(model.optimizer.state[p]["exp_avg"].shape == p.shape for p in rows)
+
+
+def test_only_new_gaussians_are_pruned_while_training_and_faded_ones_are_removed_at_commit(small_scene):
+    model, prev = densifying_frame(small_scene, quantize=False, **{"residual.densify.min_opacity": 0.3})
+    with torch.no_grad():
+        model.deltas["opacity_logit"].zero_()
+        model.prev.opacity_logit[:] = 2.0
+        model.prev.opacity_logit[3] = -5.0  # a previous Gaussian that faded (below the gradient threshold too)
+    model.densify(torch.Generator().manual_seed(0))
+    assert model.n_new == 20
+    with torch.no_grad():
+        model.deltas["opacity_logit"][30:35] = -10.0  # five children fade
+        model.grad_sum.copy_(torch.where(torch.arange(50) < 10, 0.1, 2.0))
+        model.grad_count.fill_(2.0)
+    model.densify(torch.Generator().manual_seed(1))
+    assert model.n_new == 15 + 20 + 15  # five faded children pruned; the other 35 past the threshold get children
+    assert len(model.base) == 80 and 3 not in model.parent.tolist()
+    committed, payload = model.commit()
+    assert payload["removed"].nonzero()[:, 0].tolist() == [3]  # the faded previous Gaussian goes at commit, not before
+    assert torch.equal(payload["children"].long(), torch.bincount(model.parent, minlength=30)) and len(committed) == 29 + 50
+    kept = [i for i in range(30) if i != 3]
+    assert torch.equal(committed.f_dc[:29], prev.f_dc[kept] + model.deltas["f_dc"][kept])
+    assert torch.equal(committed.f_dc[29:], values_before_rounding(model, 30 + torch.argsort(model.parent, stable=True))["f_dc"])
+
+
+@pytest.mark.parametrize("row", ["queen", "float_gated", "no_quant"])
+def test_densified_streams_decode_from_bytes_to_the_trainer_state_exactly(small_scene, tmp_path, row):
+    """With densification on (every Gaussian past a zero threshold, so new ones appear every frame,
+    and previous ones below a high opacity floor removed), the independent decoder rebuilds exactly
+    what the trainer holds, and the record of who appeared and went counts in the estimate."""
+    from ..stream import stream
+
+    cfg = smoke_cfg(row, **{"residual.densify.enabled": True, "residual.densify.grad_threshold": 0.0, "residual.densify.from_epoch": 1,
+                               "residual.densify.every_epochs": 1, "residual.epochs": 3, "residual.densify.min_opacity": 0.25})
+    result = stream(small_scene, cfg, tmp_path / "bits")
+    residual = result["per_frame"][1:]
+    assert all(r["n_added"] > 0 for r in residual) and any(r["n_removed"] > 0 for r in residual)
+    counts = [r["n_gaussians"] for r in result["per_frame"]]
+    assert all(b == a + r["n_added"] - r["n_removed"] for a, b, r in zip(counts, counts[1:], residual))
+    assert result["decode_max_abs_error"] == 0.0
+    assert all(r["decoded_render_psnr_vs_trainer"] == math.inf for r in result["per_frame"])
+    assert [len(f) for f in codec.decode_stream(tmp_path / "bits")] == counts
+
+
+def test_densification_statistics_are_the_viewspace_gradients_of_the_visible_gaussians(small_scene):
+    from ..train import ndc_grad_norm
+
+    model, prev = residual_frame(small_scene, **{"residual.densify.enabled": True})
+    with torch.no_grad():  # five Gaussians far outside every view
+        model.prev.xyz[:5, 0] += 100.0
+        model.xyz[:5, 0] += 100.0
+    cam, target = small_scene.cameras[1], small_scene.images[1, 1]
+    image, _, meta = render_gaussians(model.gaussians(), cam, small_scene.background)
+    model.loss(image, target).backward()
+    expected = ndc_grad_norm(meta, cam)
+    model.optimizer.zero_grad()
+    model.gate_optimizer.zero_grad()
+    model.fit_view(cam, target, small_scene.background)
+    visible = meta["visible"]
+    assert visible.any() and (~visible).any()
+    assert torch.allclose(model.grad_sum[visible], expected[visible], atol=1e-7) and torch.all(model.grad_sum[~visible] == 0)
+    assert torch.equal(model.grad_count, visible.float())
+
+
+def test_a_densified_frame_decodes_exactly_from_its_bytes_with_nonzero_f_rest_symbols(small_scene):
+    """The unit-level round trip: a keyframe of the previous Gaussians, then one densified residual
+    frame (children of small and large Gaussians, one faded Gaussian removed) through the bytes."""
+    model, prev = densifying_frame(small_scene, **{"residual.densify.min_opacity": 0.3})
+    with torch.no_grad():
+        model.prev.opacity_logit[:] = 2.0
+        model.prev.opacity_logit[3] = -5.0
+        model.prev.log_scale[25:] = 0.0
+    keyframe = Gaussians(**model.prev.as_dict())
+    rest_symbols = model.codec.rest_symbols.clone()
+    assert rest_symbols.abs().sum() > 0
+    model.densify(torch.Generator().manual_seed(0))
+    committed, payload = model.commit()
+    assert int(payload["removed"].sum()) == 1 and int(payload["children"].sum()) == 20
+    decoder = codec.StreamDecoder()
+    decoder.apply(codec.encode_frame(0, codec.KEY, 30, codec.keyframe_payload(keyframe, rest_symbols, model.codec.rest_decoder.payload())))
+    decoded = decoder.apply(codec.encode_frame(1, codec.RESIDUAL, len(committed), payload))
+    for name, value in committed.as_dict().items():
+        assert torch.equal(getattr(decoded, name), value), name
