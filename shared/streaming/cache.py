@@ -24,6 +24,7 @@ import torch
 
 from .attention import attend as attend_fn
 from .attention import triton_decode
+from .masks import dense_mask
 from .policies import Policy, SlotMeta
 from .rope import Rope
 
@@ -122,9 +123,11 @@ class KVCache:
         n = self.capacity if self.ring else self.length
         return CacheView(self.k[:, :, :n], self.v[:, :, :n], self.pos[:n], q_pos)
 
-    def rope_positions(self, view: CacheView) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions RoPE uses for the view's keys and queries, by the policy's rule."""
-        meta = SlotMeta(view.kv_pos, self.frame[: len(view.kv_pos)], self.pinned[: len(view.kv_pos)], self.score[: len(view.kv_pos)])
+    def rope_positions(self, view: CacheView, slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions RoPE uses for the view's keys and queries, by the policy's rule. ``slots``: the
+        cache slots the view's keys come from (default: the first ``len(view.kv_pos)``)."""
+        slots = torch.arange(len(view.kv_pos), device=view.kv_pos.device) if slots is None else slots
+        meta = SlotMeta(view.kv_pos, self.frame[slots], self.pinned[slots], self.score[slots])
         valid = view.kv_pos >= 0
         if valid.all():
             return self.policy.rope_positions(view.kv_pos, view.q_pos, meta)
@@ -134,11 +137,31 @@ class KVCache:
         kv_rope[valid], q_rope = self.policy.rope_positions(view.kv_pos[valid], view.q_pos, sub)
         return kv_rope, q_rope
 
+    def positions_shared_by_the_chunk(self, view: CacheView, mask) -> bool:
+        """Whether one set of RoPE positions serves every query of the chunk just appended, i.e.
+        equals what each query would have got fed token by token. True for stream positions; for
+        positions inside the cache (numbered among the keys a query sees) only when no key is
+        hidden from any query of the chunk (a ring larger than its window holds keys a query must not
+        count), so that every query sees a prefix of the same order."""
+        policy_rope = type(self.policy).rope_positions
+        if getattr(self.policy, "reposition", "absolute") == "absolute" and policy_rope is Policy.rope_positions:
+            return True
+        if policy_rope is not Policy.rope_positions:  # a rule of its own (DeepSink): numbered per query
+            return False
+        seen = view.kv_pos >= 0
+        return torch.equal(dense_mask(mask, view.q_pos, view.kv_pos) & seen, (view.kv_pos[None, :] <= view.q_pos[:, None]) & seen)
+
     def attend(self, q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, rope: Rope | None = None, **attend_kwargs) -> torch.Tensor:
         """One streaming step: update with the new (pre-RoPE) keys, rotate by the policy's positions,
-        and attend the new queries ``[B, H, m, D]`` under the policy's mask."""
+        and attend the new queries ``[B, H, m, D]`` under the policy's mask.
+
+        A chunk of m > 1 queries gives each query the RoPE positions it would have had fed token by
+        token (chunked prefill at in-cache positions): one rotation for all when they agree
+        (``positions_shared_by_the_chunk``), else query by query over the keys each one sees."""
         view = self.update(k_new, v_new)
-        mask = attend_kwargs.pop("mask", self.policy.mask())
+        mask = attend_kwargs.pop("mask", self.policy.attention_mask())
+        if rope is not None and not self.positions_shared_by_the_chunk(view, mask):
+            return torch.cat([self._attend_one_query(q[:, :, i : i + 1], view, i, mask, rope, **attend_kwargs) for i in range(q.shape[2])], dim=2)
         k = view.k
         if rope is not None:
             kv_rope, q_rope = self.rope_positions(view)
@@ -147,6 +170,16 @@ class KVCache:
                 return triton_decode(q, k, view.v, mask, view.q_pos, view.kv_pos, scale, theta=rope.theta, kv_rope_pos=kv_rope, q_rope_pos=int(q_rope[0]))
             q, k = rope.apply(q, q_rope), rope.apply(k, kv_rope)
         return attend_fn(q, k, view.v, mask, q_pos=view.q_pos, kv_pos=view.kv_pos, **attend_kwargs)
+
+    def _attend_one_query(self, q: torch.Tensor, view: CacheView, i: int, mask, rope: Rope, **attend_kwargs) -> torch.Tensor:
+        """Query ``i`` of the chunk over the keys it sees, at the positions the policy gives that set."""
+        q_pos = view.q_pos[i : i + 1]
+        slots = torch.nonzero(dense_mask(mask, q_pos, view.kv_pos)[0] & (view.kv_pos >= 0)).flatten()
+        sub = CacheView(view.k[:, :, slots], view.v[:, :, slots], view.kv_pos[slots], q_pos)
+        kv_rope, q_rope = self.rope_positions(sub, slots)
+        if attend_kwargs.get("backend") == "triton":
+            attend_kwargs = attend_kwargs | {"backend": "auto"}  # the keys are rotated here, not in the fused kernel
+        return attend_fn(rope.apply(q, q_rope), rope.apply(sub.k, kv_rope), sub.v, None, q_pos=q_pos, kv_pos=sub.kv_pos, **attend_kwargs)
 
     @torch.no_grad()
     def score_with(self, queries: torch.Tensor, rope: Rope | None = None, scale: float | None = None) -> None:

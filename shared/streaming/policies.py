@@ -65,6 +65,14 @@ class Policy:
     def mask(self) -> masks.MaskSpec:
         raise NotImplementedError
 
+    def attention_mask(self) -> masks.MaskSpec:
+        """The mask a step attends under: the static mask, or for policies that select by
+        attention scores (and so have none) causal attention over what they keep."""
+        try:
+            return self.mask()
+        except NotImplementedError:
+            return masks.Causal()
+
 
 def _check_reposition(value: str) -> None:
     if value not in ("absolute", "cache"):
@@ -288,3 +296,6 @@ class Chain(Policy):
 
     def mask(self):
         return self.first.mask() & self.second.mask()
+
+    def attention_mask(self):
+        return self.first.attention_mask() & self.second.attention_mask()

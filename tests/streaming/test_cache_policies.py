@@ -228,3 +228,50 @@ def test_pre_rope_storage_avoids_the_bf16_rerotation_drift():
         drifting = rope.apply(drifting, torch.full((8,), -1))
     pre_err, drift_err = (pre_rope - want).abs().max().item(), (drifting.double() - want).abs().max().item()
     assert pre_err < 0.05 and drift_err > 20 * pre_err
+
+
+# ---------------------------------------------------------------- chunked prefill ------------
+
+CHUNK_POLICIES = [
+    SinkWindowPolicy(4, 12, reposition="cache"),
+    SinkWindowPolicy(4, 12, reposition="absolute"),
+    SinkWindowPolicy(0, 9, reposition="cache"),
+    Ring(3, 11),
+    Ring(3, 11, reposition="cache"),
+    FrameSink(tokens_per_frame=3, sink_frames=1, window_frames=3),
+    DeepSink(tokens_per_frame=2, sink_frames=2, window_frames=4),
+    Full(max_tokens=80),
+]
+
+
+@pytest.mark.parametrize("chunk", [7, 64])
+@pytest.mark.parametrize("policy", CHUNK_POLICIES, ids=repr)
+def test_chunked_prefill_equals_token_by_token_at_in_cache_and_absolute_positions(policy, chunk):
+    """Every query of a chunk gets the keys and the RoPE positions it would have had fed one token
+    at a time: in-cache numbering is per query (a sink's distance to the query does not grow
+    along the chunk), stream positions are stream positions. Frame policies attend within a whole
+    frame, so their unit is a frame: chunks of whole frames against one frame at a time."""
+    unit = getattr(policy, "tokens_per_frame", 1)
+    chunk = max(unit, chunk // unit * unit)
+    q, k, v = qkv(78, seed=chunk)
+    one_by_one, _ = stream(policy, q, k, v, unit)
+    chunked, _ = stream(policy, q, k, v, chunk)
+    assert torch.allclose(chunked, one_by_one, atol=1e-12)
+
+
+def test_one_shared_in_cache_numbering_for_a_whole_chunk_would_be_wrong():
+    """The mistake the chunk test catches: numbering the chunk's keys once and giving its queries
+    consecutive positions after them moves the sinks away from the later queries."""
+    policy = SinkWindowPolicy(4, 12, reposition="cache")
+    q, k, v = qkv(40, seed=1)
+    one_by_one, _ = stream(policy, q, k, v, 1)
+    cache = KVCache(policy, batch=B, kv_heads=HKV, head_dim=D, max_chunk=8, dtype=k.dtype)
+    outs = []
+    for s in range(0, 40, 8):
+        view = cache.update(k[:, :, s : s + 8], v[:, :, s : s + 8])
+        kv_rope, q_rope = cache.rope_positions(view)  # one numbering for all 8 queries
+        outs.append(attend(ROPE.apply(q[:, :, s : s + 8], q_rope), ROPE.apply(view.k, kv_rope), view.v, policy.mask(),
+                           q_pos=view.q_pos, kv_pos=view.kv_pos, backend="reference"))
+    shared = torch.cat(outs, dim=2)
+    assert torch.allclose(shared[:, :, :13], one_by_one[:, :, :13], atol=1e-12)  # the same until eviction starts
+    assert (shared - one_by_one).abs().max() > 1e-3
