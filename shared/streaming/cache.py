@@ -158,14 +158,17 @@ class KVCache:
         A chunk of m > 1 queries gives each query the RoPE positions it would have had fed token by
         token (chunked prefill at in-cache positions): one rotation for all when they agree
         (``positions_shared_by_the_chunk``), else query by query over the keys each one sees."""
-        view = self.update(k_new, v_new)
+        return self.attend_view(q, self.update(k_new, v_new), rope, **attend_kwargs)
+
+    def attend_view(self, q: torch.Tensor, view: CacheView, rope: Rope | None = None, **attend_kwargs) -> torch.Tensor:
+        """``attend`` after the update: the queries of the tokens ``update`` just appended, over ``view``."""
         mask = attend_kwargs.pop("mask", self.policy.attention_mask())
         if rope is not None and not self.positions_shared_by_the_chunk(view, mask):
             return torch.cat([self._attend_one_query(q[:, :, i : i + 1], view, i, mask, rope, **attend_kwargs) for i in range(q.shape[2])], dim=2)
         k = view.k
         if rope is not None:
             kv_rope, q_rope = self.rope_positions(view)
-            if attend_kwargs.get("backend") == "triton" and q.shape[2] == 1:  # the fused hot path
+            if attend_kwargs.get("backend") == "triton" and q.shape[2] == 1 and rope.inv_freq_values is None:  # the fused hot path
                 scale = attend_kwargs.get("scale") or q.shape[-1] ** -0.5
                 return triton_decode(q, k, view.v, mask, view.q_pos, view.kv_pos, scale, theta=rope.theta, kv_rope_pos=kv_rope, q_rope_pos=int(q_rope[0]))
             q, k = rope.apply(q, q_rope), rope.apply(k, kv_rope)
