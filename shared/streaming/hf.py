@@ -59,12 +59,16 @@ def _streaming_attention(module, query, key, value, attention_mask, scaling=None
         view = layer.view
         q = layer.model_rope.unrotate(query, view.q_pos).to(view.k.dtype)
         out = layer.cache.attend_view(q, view, rope=layer.rope, scale=scaling, backend=layer.backend)
+        if getattr(layer.policy, "needs_scores", False):
+            layer.cache.score_with(q, rope=layer.rope, scale=scaling)
         return out.to(query.dtype).transpose(1, 2).contiguous(), None
     if streamlab is None:
         raise RuntimeError(f"attn_implementation '{ATTN_IMPLEMENTATION}' runs with a shared.streaming.hf.StreamingCache "
                            "(past_key_values=...) or through StreamingModel")
     cache = streamlab.caches[module.layer_idx]
     out = cache.attend(query, key, value, rope=streamlab.rope, scale=scaling, backend=streamlab.backend)
+    if getattr(cache.policy, "needs_scores", False):  # H2O, participative compression: attention mass per key
+        cache.score_with(query, rope=streamlab.rope, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -202,6 +206,9 @@ class StreamingLayer(CacheLayerMixin):
             keys = view.k
             keys._streamlab_layer = self  # the attention function takes the view from here
             return keys, view.v
+        if getattr(self.policy, "needs_scores", False):
+            raise ValueError(f"{type(self.policy).__name__} selects by attention scores, which the model's own attention does not give; "
+                             f"load the model with attn_implementation='{ATTN_IMPLEMENTATION}'")
         # the model's own attention: the filled slots in stream order, keys at in-cache + shift positions
         order = torch.nonzero(view.kv_pos >= 0).flatten()
         order = order[torch.argsort(view.kv_pos[order])]

@@ -233,10 +233,24 @@ class ParticipativeCompression(Policy):
     budget_frames: int
     recent_frames: int
     sink_frames: int = 0
+    realign: bool = True  # Deep Forcing re-rotates the kept frames to contiguous positions
+    needs_scores = True  # a class attribute: StreamingModel calls KVCache.score_with after each step
 
     def __post_init__(self):
         if self.sink_frames + self.recent_frames > self.budget_frames:
             raise ValueError(f"sink_frames + recent_frames must fit in budget_frames: {self}")
+
+    def rope_positions(self, kv_pos, q_pos, meta):
+        """Kept frames renumbered contiguously in stream order (frame rank x tokens_per_frame +
+        offset inside the frame), the new queries after them: the gaps compression left close up.
+        Keys are stored pre-RoPE, so this re-rotation is exact (kvpress needs KeyRerotationPress
+        for the same on post-RoPE keys)."""
+        if not self.realign:
+            return kv_pos, q_pos
+        frames = torch.div(torch.cat([kv_pos, q_pos]), self.tokens_per_frame, rounding_mode="floor")
+        rank = torch.searchsorted(torch.unique(frames), frames)
+        renumbered = rank * self.tokens_per_frame + torch.cat([kv_pos, q_pos]) % self.tokens_per_frame
+        return renumbered[: len(kv_pos)], renumbered[len(kv_pos) :]
 
     @property
     def budget(self) -> int:
@@ -263,6 +277,45 @@ class ParticipativeCompression(Policy):
 
     def mask(self):
         raise NotImplementedError("participative compression depends on attention scores; it has no static mask")
+
+
+@dataclass(frozen=True)
+class HeavyHitters(Policy):
+    """H2O (Zhang et al., NeurIPS 2023): keep the ``recent`` newest tokens and, of the older ones,
+    the heavy hitters: the most accumulated attention mass (``KVCache.score_with`` after every
+    step), ``budget`` entries in all; ``sinks`` first tokens may be pinned too. Token-level, so no
+    static mask: each step attends causally over what is kept. ``reposition="cache"`` numbers the
+    kept keys inside the cache, as StreamingLLM does (needed past the model's window)."""
+
+    budget: int
+    recent: int
+    sinks: int = 0
+    reposition: str = "cache"
+    needs_scores: bool = True
+
+    def __post_init__(self):
+        _check_reposition(self.reposition)
+        if self.sinks < 0 or self.recent < 0 or self.sinks + self.recent >= self.budget:
+            raise ValueError(f"need sinks + recent < budget (room for heavy hitters): {self}")
+
+    def pinned(self, pos, frame):
+        return pos < self.sinks
+
+    def select(self, meta, incoming):
+        n = len(meta.pos)
+        if n <= self.budget:
+            return torch.arange(n, device=meta.pos.device)
+        order = torch.argsort(meta.pos, stable=True)
+        sink = order[meta.pinned[order]][: self.sinks]
+        rest = order[~meta.pinned[order]]
+        recent, older = rest[len(rest) - self.recent :] if self.recent else rest[:0], rest[: len(rest) - self.recent]
+        n_heavy = self.budget - len(sink) - len(recent)
+        newest_first = older[torch.argsort(meta.pos[older], descending=True, stable=True)]
+        heavy = newest_first[torch.argsort(meta.score[newest_first], descending=True, stable=True)[:n_heavy]]  # ties: the newer
+        return _sorted(torch.cat([sink, heavy, recent]), meta)
+
+    def mask(self):
+        raise NotImplementedError("heavy hitters depend on attention scores; there is no static mask")
 
 
 @dataclass(frozen=True)
@@ -299,3 +352,7 @@ class Chain(Policy):
 
     def attention_mask(self):
         return self.first.attention_mask() & self.second.attention_mask()
+
+    @property
+    def needs_scores(self) -> bool:
+        return getattr(self.first, "needs_scores", False) or getattr(self.second, "needs_scores", False)

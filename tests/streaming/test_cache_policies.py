@@ -275,3 +275,45 @@ def test_one_shared_in_cache_numbering_for_a_whole_chunk_would_be_wrong():
     shared = torch.cat(outs, dim=2)
     assert torch.allclose(shared[:, :, :13], one_by_one[:, :, :13], atol=1e-12)  # the same until eviction starts
     assert (shared - one_by_one).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------- compression policies -------
+
+
+def test_participative_compression_realigns_kept_frames_to_contiguous_positions():
+    """After compression the kept frames are renumbered without gaps (Deep Forcing's re-rotation):
+    the cache's attention equals attention recomputed here with keys rotated to those positions."""
+    policy = ParticipativeCompression(tokens_per_frame=2, budget_frames=4, recent_frames=1, sink_frames=1)
+    cache = KVCache(policy, batch=B, kv_heads=HKV, head_dim=D, max_chunk=2)
+    q, k, v = qkv(20, seed=11)
+    for s in range(0, 18, 2):
+        cache.update(k[:, :, s : s + 2], v[:, :, s : s + 2])
+        cache.score[: cache.length] += torch.linspace(1.0, 0.0, cache.length, dtype=torch.float32)  # older frames weigh more
+    kept_frames = torch.unique(cache.pos[: cache.length] // 2).tolist()
+    assert kept_frames != list(range(kept_frames[0], kept_frames[0] + len(kept_frames)))  # compression left gaps
+    out = cache.attend(q[:, :, 18:20], k[:, :, 18:20], v[:, :, 18:20], rope=ROPE, backend="reference")
+    pos = cache.pos[: cache.length]
+    frames = torch.unique(pos // 2)
+    contiguous = torch.tensor([frames.tolist().index(int(f)) for f in pos // 2]) * 2 + pos % 2
+    keys = ROPE.apply(cache.k[:, :, : cache.length].double(), contiguous)
+    queries = ROPE.apply(q[:, :, 18:20], contiguous[-2:])
+    causal = pos[None, :] <= pos[-2:, None]
+    scores = torch.einsum("bhqd,bhkd->bhqk", queries, keys.repeat_interleave(H // HKV, 1)) / D**0.5
+    want = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ cache.v[:, :, : cache.length].double().repeat_interleave(H // HKV, 1)
+    assert torch.allclose(out, want, atol=1e-10)
+    unaligned = ParticipativeCompression(tokens_per_frame=2, budget_frames=4, recent_frames=1, sink_frames=1, realign=False)
+    assert unaligned.rope_positions(pos, pos[-2:], None)[0].tolist() == pos.tolist()
+
+
+def test_heavy_hitters_keep_the_recent_tokens_and_the_most_attended_older_ones():
+    from shared.streaming import HeavyHitters
+
+    policy = HeavyHitters(budget=6, recent=2, sinks=1)
+    pos = torch.arange(10)
+    score = torch.tensor([0.0, 5.0, 0.1, 7.0, 0.2, 3.0, 0.3, 0.0, 9.0, 9.0])
+    keep = policy.select(SlotMeta(pos, pos, pos < 1, score), incoming=1)
+    assert pos[keep].tolist() == [0, 1, 3, 5, 8, 9]  # sink 0, heavy 3, 1, 5, recent 8, 9
+    tie = policy.select(SlotMeta(pos, pos, pos < 1, torch.zeros(10)), incoming=1)
+    assert pos[tie].tolist() == [0, 5, 6, 7, 8, 9]  # equal mass: the newer tokens
+    with pytest.raises(ValueError, match="room for heavy hitters"):
+        HeavyHitters(budget=4, recent=3, sinks=1)

@@ -191,18 +191,22 @@ def test_the_mask_sees_the_kept_keys_just_before_the_new_tokens():
     assert ring.get_mask_sizes(1, 0) == (4, 0)  # 3 filled + the new one
 
 
-def test_a_chunk_after_eviction_under_a_scoring_policy_matches_the_streaming_attention():
-    """ParticipativeCompression attends causally over what it keeps, so after evictions a chunk of
-    several tokens goes through the model's own attention; it must equal the streaming attention."""
-    from shared.streaming import ParticipativeCompression
+def test_scoring_policies_need_the_streaming_attention_which_scores_every_key():
+    """H2O and participative compression select by attention mass: the model's own attention does
+    not return it, so they are refused there; through the streaming attention each query adds one
+    unit of mass per head and row to the keys it sees, and the policy then keeps the heavy hitters."""
+    from shared.streaming import HeavyHitters
 
     model, ids = tiny(seed=3), prompt(length=40, seed=3)
-    policy = ParticipativeCompression(tokens_per_frame=1, budget_frames=12, recent_frames=4, sink_frames=2)
-    outs = []
-    for use_ours in (False, True):
-        cache = StreamingCache(model, policy)
-        with attn_implementation(model, ATTN_IMPLEMENTATION if use_ours else "sdpa"):
-            for t in range(30):
-                model(ids[:, t : t + 1], past_key_values=cache)
-            outs.append(model(ids[:, 30:36], past_key_values=cache).logits)
-    assert (outs[0] - outs[1]).abs().max() < 1e-4
+    policy = HeavyHitters(budget=12, recent=4, sinks=1)
+    with pytest.raises(ValueError, match="selects by attention scores.*streamlab_streaming"):
+        model(ids[:, :3], past_key_values=StreamingCache(model, policy))
+    cache = StreamingCache(model, policy)
+    with attn_implementation(model, ATTN_IMPLEMENTATION):
+        for t in range(5):
+            model(ids[:, t : t + 1], past_key_values=cache)
+        layer = cache.layers[0].cache
+        assert layer.score[: layer.length].sum().item() == pytest.approx(5 * model.config.num_attention_heads, rel=1e-5)
+        sequence, logits = greedy(model, ids, StreamingCache(model, policy), new=16)
+    ours = project_loop(model, sequence, policy, 40)  # the same feeding: the prompt as one chunk, then token by token
+    assert (logits - ours).abs().max() < 1e-4
