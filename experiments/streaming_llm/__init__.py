@@ -13,7 +13,7 @@ SPEC = ExperimentSpec(
     tables={
         "perplexity": Table(
             title="perplexity and cost per token at the preset's cache size (Table 1 / Figure 3 analogue)",
-            rows=("dense", "window", "sink", "sink_absolute", "recompute"),
+            rows=("dense", "window", "sink", "sink_absolute", "recompute", "ring", "deep_sink", "participative", "h2o"),
             metrics=("ppl", "ppl_after_fill", "ms_per_token", "cache"),
             headline="ppl_after_fill",
             higher_is_better=False,

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.progress import progress
-from shared.streaming import Full, SinkWindowPolicy
+from shared.streaming import DeepSink, Full, HeavyHitters, ParticipativeCompression, Ring, SinkWindowPolicy
 from shared.streaming.hf import StreamingModel, attn_implementation
 
 
@@ -41,10 +41,20 @@ class StreamResult:
 
 
 def policy_for(method, cache: int, n_tokens: int):
+    """The cache policy of a row, ``cache`` entries kept before each token (frames are tokens here)."""
     if method.name == "dense":
         return Full(max_tokens=n_tokens)
     if method.name in ("window", "sink", "sink_absolute"):
         return SinkWindowPolicy(method.sinks, cache, reposition=method.reposition)
+    if method.name == "ring":  # Self-Forcing / StreamDiffusionV2's rolling ring: sinks in place, stream positions
+        return Ring(method.sinks, cache)
+    if method.name == "deep_sink":  # Deep Forcing's deep sink: about half the cache pinned, re-aligned before the window
+        sinks = round(method.sink_fraction * cache)
+        return DeepSink(tokens_per_frame=1, sink_frames=sinks, window_frames=cache - sinks + 1)
+    if method.name == "participative":  # Deep Forcing's compression: sinks + recent + most-attended, contiguous positions
+        return ParticipativeCompression(tokens_per_frame=1, budget_frames=cache, recent_frames=round(method.recent_fraction * cache), sink_frames=method.sinks)
+    if method.name == "h2o":  # heavy hitters + recent, positions inside the cache
+        return HeavyHitters(budget=cache, recent=round(method.recent_fraction * cache), sinks=method.sinks)
     raise ValueError(f"no cache policy for method {method.name!r}")
 
 
