@@ -129,11 +129,24 @@ class ModelRope:
         self.inv_freq = getattr(rotary, "original_inv_freq", rotary.inv_freq).float()
         self.kind = rotary.rope_type
         self.limit = int(rotary.original_max_seq_len) if self.kind == "dynamic" else None
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.limit is not None and len(positions) and int(positions.max()) >= self.limit:
-            raise ValueError(f"position {int(positions.max())} is past the {self.limit}-token window where dynamic NTK RoPE rescales its "
+        """[T, D] float32 cos and sin; looked up in a table of the same values (every decode step
+        rotates every kept key in every layer, and recomputing the trigonometry dominated)."""
+        if not len(positions):
+            return self._compute(positions)
+        top, low = int(positions.max()), int(positions.min())
+        if self.limit is not None and top >= self.limit:
+            raise ValueError(f"position {top} is past the {self.limit}-token window where dynamic NTK RoPE rescales its "
                              "frequencies; a StreamingCache keeps positions exact only inside it")
+        if low < 0 or top >= 1 << 20:
+            return self._compute(positions)
+        if self._table is None or self._table[0].shape[0] <= top or self._table[0].device != positions.device:
+            self._table = self._compute(torch.arange(1 << max(10, top.bit_length()), device=positions.device))
+        return self._table[0][positions], self._table[1][positions]
+
+    def _compute(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = positions.float()[:, None] * self.inv_freq.to(positions.device)[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos(), emb.sin()
@@ -209,18 +222,25 @@ class StreamingLayer(CacheLayerMixin):
         if getattr(self.policy, "needs_scores", False):
             raise ValueError(f"{type(self.policy).__name__} selects by attention scores, which the model's own attention does not give; "
                              f"load the model with attn_implementation='{ATTN_IMPLEMENTATION}'")
-        # the model's own attention: the filled slots in stream order, keys at in-cache + shift positions
-        order = torch.nonzero(view.kv_pos >= 0).flatten()
-        order = order[torch.argsort(view.kv_pos[order])]
-        sorted_view = CacheView(view.k[:, :, order], view.v[:, :, order], view.kv_pos[order], view.q_pos)
-        mask = self.policy.attention_mask()
-        if not torch.equal(dense_mask(mask, view.q_pos, sorted_view.kv_pos), sorted_view.kv_pos[None, :] <= view.q_pos[:, None]):
+        # the model's own attention: the keys the new tokens see, in stream order, at in-cache + shift positions
+        order, hidden = self._visible(view.kv_pos, view.q_pos)
+        if hidden:
             raise ValueError(f"a forward of {len(positions)} tokens through {type(self.policy).__name__} would hide cached keys from some of "
                              f"them, which the model's own attention cannot do; feed fewer tokens at a time or load the model with "
                              f"attn_implementation='{ATTN_IMPLEMENTATION}'")
+        sorted_view = CacheView(view.k[:, :, order], view.v[:, :, order], view.kv_pos[order], view.q_pos)
         kv_rope, q_rope = self.cache.rope_positions(sorted_view, order)
         keys = self.model_rope.rotate(sorted_view.k, kv_rope + (first - q_rope[0]))
         return keys.to(self.dtype), sorted_view.v.to(self.dtype)
+
+    def _visible(self, kv_pos: torch.Tensor, q_pos: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """(slots any new token sees, in stream order; whether some of them are hidden from some new
+        token, which a plain causal mask cannot express). A single token never hides any."""
+        allowed = dense_mask(self.policy.attention_mask(), q_pos, kv_pos) & (kv_pos >= 0)
+        order = torch.nonzero(allowed.any(0)).flatten()
+        order = order[torch.argsort(kv_pos[order])]
+        hidden = len(q_pos) > 1 and not torch.equal(allowed[:, order], kv_pos[order][None, :] <= q_pos[:, None])
+        return order, hidden
 
     def _after_update_sizes(self, query_length: int) -> int:
         """How many keys ``update`` will return for ``query_length`` new tokens (the mask needs it first)."""
@@ -231,8 +251,9 @@ class StreamingLayer(CacheLayerMixin):
         if cache.ring:
             pos = cache.pos.clone()
             pos[cache.policy.slots(new_pos, cache.capacity)] = new_pos
-            return int((pos >= 0).sum())
-        return len(cache.policy.select(cache._meta(), query_length)) + query_length
+        else:
+            pos = torch.cat([cache.pos[: cache.length][cache.policy.select(cache._meta(), query_length)], new_pos])
+        return len(self._visible(pos, new_pos)[0])
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         n = self._after_update_sizes(query_length)
