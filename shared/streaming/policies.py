@@ -260,20 +260,19 @@ class ParticipativeCompression(Policy):
         return frame < self.sink_frames
 
     def select(self, meta, incoming):
-        frames = torch.unique(meta.frame)
+        frames, frame_of_slot = torch.unique(meta.frame, return_inverse=True)  # sorted frame ids
         if len(frames) <= self.budget_frames:
             return torch.arange(len(meta.pos), device=meta.pos.device)
-        sinks = frames[frames < self.sink_frames]
-        others = frames[frames >= self.sink_frames]
+        mass = torch.zeros(len(frames), dtype=torch.float64, device=meta.pos.device).index_add_(0, frame_of_slot, meta.score.double())
+        others = torch.nonzero(frames >= self.sink_frames).flatten()
         recent = others[len(others) - self.recent_frames :] if self.recent_frames else others[:0]
-        candidates = others[: len(others) - self.recent_frames]
-        mass = torch.stack([meta.score[meta.frame == f].sum() for f in candidates]) if len(candidates) else torch.zeros(0)
-        n_keep = self.budget_frames - len(sinks) - len(recent)
-        # top-C by mass; ties go to the newer frame (deterministic)
-        order = sorted(range(len(candidates)), key=lambda i: (-float(mass[i]), -int(candidates[i])))
-        chosen = candidates[torch.tensor(order[:n_keep], dtype=torch.long)] if n_keep > 0 else candidates[:0]
-        keep = torch.isin(meta.frame, torch.cat([sinks, chosen, recent]))
-        return _sorted(torch.nonzero(keep).flatten(), meta)
+        candidates = others[: len(others) - self.recent_frames].flip(0)  # newest first, so that ties go to the newer frame
+        n_keep = self.budget_frames - (len(frames) - len(others)) - len(recent)
+        chosen = candidates[torch.argsort(mass[candidates], descending=True, stable=True)[: max(0, n_keep)]]
+        kept = frames < self.sink_frames
+        kept[chosen] = True
+        kept[recent] = True
+        return _sorted(torch.nonzero(kept[frame_of_slot]).flatten(), meta)
 
     def mask(self):
         raise NotImplementedError("participative compression depends on attention scores; it has no static mask")
