@@ -7,8 +7,10 @@
 - ``rope``      rotary embeddings applied at attention time (keys are cached before RoPE)
 - ``cache``     ``KVCache``: a fixed-capacity slot table (pre-RoPE keys, values, position, frame,
                 pinned, score) driven by composable policies (``policies``)
-- ``hf``        ``StreamingModel``: a transformers Llama-family decoder run through the cache and
-                ``attend`` via a registered attention function (no model code copied)
+- ``hf``        ``StreamingCache`` / ``SinkCache``: a transformers ``Cache`` that ``model.generate``
+                streams through under any policy; ``StreamingModel``: the project's own loop, a
+                transformers decoder run through the cache and ``attend`` via a registered
+                attention function (no model code copied)
 
 Conventions, stated once:
 - Shapes: q ``[B, H, Tq, D]``, k/v ``[B, Hkv, Tk, D]`` with ``H % Hkv == 0`` (grouped-query heads).
@@ -17,6 +19,8 @@ Conventions, stated once:
   (StreamingLLM's "cache size S": the current token then sees S + 1 keys). ``policy.mask()``
   converts one into the other.
 - Empty slots of a fixed-capacity cache carry position -1 and are never visible.
+- A chunk of m tokens is exact: each of its queries sees the keys, at the RoPE positions, it would
+  have had fed one token at a time (frame policies: one frame at a time).
 """
 
 from .attention import BACKENDS, AttentionResult, attend, choose_backend
