@@ -232,6 +232,9 @@ def test_pre_rope_storage_avoids_the_bf16_rerotation_drift():
 
 # ---------------------------------------------------------------- chunked prefill ------------
 
+# Scoring policies (ParticipativeCompression, HeavyHitters) select once per update, so a chunk and
+# its tokens fed one by one keep different sets by design (Deep Forcing compresses per chunk); their
+# chunks are checked against the streaming attention in tests/streaming/test_hf_cache.py instead.
 CHUNK_POLICIES = [
     SinkWindowPolicy(4, 12, reposition="cache"),
     SinkWindowPolicy(4, 12, reposition="absolute"),

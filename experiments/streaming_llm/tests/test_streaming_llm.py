@@ -57,6 +57,20 @@ def test_streaming_sinks_equal_offline_attention_with_the_sink_mask(tiny, chunk)
     assert all(len(c) <= c.capacity for c in stream.caches)
 
 
+@pytest.mark.parametrize("chunk", [7, 64])
+@pytest.mark.parametrize("reposition", ["cache", "absolute"])
+def test_chunked_prefill_through_the_model_equals_token_by_token(tiny, chunk, reposition):
+    """A real model (tiny Llama, every layer) fed chunks of 7 or 64 tokens gives the logits of
+    feeding them one at a time, at positions inside the cache and at stream positions."""
+    ids = torch.randint(0, 256, (1, 70), generator=torch.Generator().manual_seed(chunk))
+    policy = SinkWindowPolicy(4, 20, reposition=reposition)
+    one = StreamingModel(tiny, policy)
+    want = torch.cat([one.step(ids[:, t : t + 1]) for t in range(70)], dim=1)
+    chunked = StreamingModel(tiny, policy, max_chunk=chunk)
+    got = torch.cat([chunked.step(ids[:, t : t + chunk]) for t in range(0, 70, chunk)], dim=1)
+    assert (got - want).abs().max() < 1e-4
+
+
 def test_queries_and_keys_reach_the_cache_unrotated(tiny):
     """position_ids = 0 makes the model's rotary embedding the identity: the cache stores raw keys."""
     ids = torch.randint(0, 256, (1, 5), generator=torch.Generator().manual_seed(2))
