@@ -172,7 +172,22 @@ class KVCache:
                 scale = attend_kwargs.get("scale") or q.shape[-1] ** -0.5
                 return triton_decode(q, k, view.v, mask, view.q_pos, view.kv_pos, scale, theta=rope.theta, kv_rope_pos=kv_rope, q_rope_pos=int(q_rope[0]))
             q, k = rope.apply(q, q_rope), rope.apply(k, kv_rope)
+        if getattr(self.policy, "needs_scores", False):
+            allowed = dense_mask(mask, view.q_pos, view.kv_pos) & (view.kv_pos >= 0)
+            return self._attend_scoring(q, k, view.v, allowed, torch.arange(len(view.kv_pos), device=q.device), attend_kwargs.get("scale"))
         return attend_fn(q, k, view.v, mask, q_pos=view.q_pos, kv_pos=view.kv_pos, **attend_kwargs)
+
+    def _attend_scoring(self, q, k, v, allowed: torch.Tensor | None, slots: torch.Tensor, scale: float | None) -> torch.Tensor:
+        """Attention written out (the reference backend's formula) so that its probabilities also
+        feed ``score``: scoring policies (H2O, participative compression) accumulate the mass each
+        query gave each key it saw, without a second pass over the keys."""
+        group, work = q.shape[1] // k.shape[1], torch.promote_types(q.dtype, torch.float32)
+        logits = (q.to(work) @ k.to(work).repeat_interleave(group, dim=1).transpose(-1, -2)) * (scale or q.shape[-1] ** -0.5)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        self.score[slots] += probs.sum(dim=(0, 1, 2)).to(self.score.dtype)
+        return (probs @ v.to(work).repeat_interleave(group, dim=1)).to(q.dtype)
 
     def _attend_one_query(self, q: torch.Tensor, view: CacheView, i: int, mask, rope: Rope, **attend_kwargs) -> torch.Tensor:
         """Query ``i`` of the chunk over the keys it sees, at the positions the policy gives that set."""
@@ -180,9 +195,12 @@ class KVCache:
         slots = torch.nonzero(dense_mask(mask, q_pos, view.kv_pos)[0] & (view.kv_pos >= 0)).flatten()
         sub = CacheView(view.k[:, :, slots], view.v[:, :, slots], view.kv_pos[slots], q_pos)
         kv_rope, q_rope = self.rope_positions(sub, slots)
+        q, k = rope.apply(q, q_rope), rope.apply(sub.k, kv_rope)
+        if getattr(self.policy, "needs_scores", False):
+            return self._attend_scoring(q, k, sub.v, None, slots, attend_kwargs.get("scale"))
         if attend_kwargs.get("backend") == "triton":
             attend_kwargs = attend_kwargs | {"backend": "auto"}  # the keys are rotated here, not in the fused kernel
-        return attend_fn(rope.apply(q, q_rope), rope.apply(sub.k, kv_rope), sub.v, None, q_pos=q_pos, kv_pos=sub.kv_pos, **attend_kwargs)
+        return attend_fn(q, k, sub.v, None, q_pos=q_pos, kv_pos=sub.kv_pos, **attend_kwargs)
 
     @torch.no_grad()
     def score_with(self, queries: torch.Tensor, rope: Rope | None = None, scale: float | None = None) -> None:

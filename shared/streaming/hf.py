@@ -59,16 +59,12 @@ def _streaming_attention(module, query, key, value, attention_mask, scaling=None
         view = layer.view
         q = layer.model_rope.unrotate(query, view.q_pos).to(view.k.dtype)
         out = layer.cache.attend_view(q, view, rope=layer.rope, scale=scaling, backend=layer.backend)
-        if getattr(layer.policy, "needs_scores", False):
-            layer.cache.score_with(q, rope=layer.rope, scale=scaling)
         return out.to(query.dtype).transpose(1, 2).contiguous(), None
     if streamlab is None:
         raise RuntimeError(f"attn_implementation '{ATTN_IMPLEMENTATION}' runs with a shared.streaming.hf.StreamingCache "
                            "(past_key_values=...) or through StreamingModel")
     cache = streamlab.caches[module.layer_idx]
     out = cache.attend(query, key, value, rope=streamlab.rope, scale=scaling, backend=streamlab.backend)
-    if getattr(cache.policy, "needs_scores", False):  # H2O, participative compression: attention mass per key
-        cache.score_with(query, rope=streamlab.rope, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -227,14 +227,14 @@ class DeepSink(FrameSink):
 class ParticipativeCompression(Policy):
     """Deep Forcing's participative compression: when the cache is over ``budget_frames``, keep the
     sink frames, the ``recent_frames`` newest frames, and the candidate frames that received the
-    most attention (``KVCache.score_with`` accumulates it) up to the budget; frames stay whole."""
+    most attention (``KVCache.attend`` accumulates it, or ``score_with``) up to the budget; frames stay whole."""
 
     tokens_per_frame: int
     budget_frames: int
     recent_frames: int
     sink_frames: int = 0
     realign: bool = True  # Deep Forcing re-rotates the kept frames to contiguous positions
-    needs_scores = True  # a class attribute: StreamingModel calls KVCache.score_with after each step
+    needs_scores = True  # a class attribute: KVCache.attend adds each step's attention mass to the slots' scores
 
     def __post_init__(self):
         if self.sink_frames + self.recent_frames > self.budget_frames:
@@ -281,7 +281,7 @@ class ParticipativeCompression(Policy):
 @dataclass(frozen=True)
 class HeavyHitters(Policy):
     """H2O (Zhang et al., NeurIPS 2023): keep the ``recent`` newest tokens and, of the older ones,
-    the heavy hitters: the most accumulated attention mass (``KVCache.score_with`` after every
+    the heavy hitters: the most accumulated attention mass (``KVCache.attend`` adds it every
     step), ``budget`` entries in all; ``sinks`` first tokens may be pinned too. Token-level, so no
     static mask: each step attends causally over what is kept. ``reposition="cache"`` numbers the
     kept keys inside the cache, as StreamingLLM does (needed past the model's window)."""
