@@ -8,7 +8,7 @@ Greedy decoding from the first ``--prompt`` tokens of GPL-3, three ways in one p
 (``StreamingModel``) replaying the sink cache's tokens. Reported: whether the sink cache's tokens are
 the project loop's (and the largest logit difference), and the decode time per token of each cache
 (generate with ``--new`` tokens minus generate with 1, so prefill cancels; the median of
-``--repeats``, interleaved), with their ratio. The dense cache holds prompt..prompt+new keys, the
+``--repeats``, interleaved), with their ratio, and the ratio paired per repeat with its s.e. The dense cache holds prompt..prompt+new keys, the
 sink cache 4 + window: "the same number of cached tokens" when the window is about the prompt.
 """
 
@@ -78,18 +78,23 @@ def main(argv: list[str] | None = None) -> int:
         ours = torch.stack(ours)
     theirs = torch.stack(sink.logits, 1)[0]
     ms = {name: 1000 * float(np.median(s)) for name, s in seconds.items()}
+    ratios = np.array(seconds["sink"]) / np.array(seconds["dynamic"])  # paired by repeat (interleaved)
+    ratio_se = float(ratios.std(ddof=1) / np.sqrt(len(ratios))) if len(ratios) > 1 else float("nan")
     summary = {
         "tokens_identical_to_project_loop": bool(torch.equal(ours.argmax(-1), sequence[args.prompt:])),
         "max_logit_difference": float((ours - theirs).abs().max()),
         "tokens_identical_to_dense": bool(torch.equal(sequence, outputs["dynamic"].sequences[0])),
-        "ms_per_token": ms, "ratio_sink_over_dynamic": ms["sink"] / ms["dynamic"], "threads": torch.get_num_threads(), "args": vars(args),
+        "ms_per_token": ms, "ratio_sink_over_dynamic": ms["sink"] / ms["dynamic"],
+        "ratio_per_repeat": ratios.tolist(), "ratio_mean": float(ratios.mean()), "ratio_se": ratio_se,
+        "threads": torch.get_num_threads(), "args": vars(args),
     }
     if args.out:
         record = provenance.collect()
         record.pop("git_diff")
         atomic_write_json(args.out, {**summary, "provenance": record})
     print(f"generate, prompt {args.prompt} + {args.new} new tokens, {torch.get_num_threads()} threads: sink cache {args.sinks}+{args.window} "
-          f"{ms['sink']:.1f} ms/token, DynamicCache {ms['dynamic']:.1f} ms/token (ratio {summary['ratio_sink_over_dynamic']:.3f}); "
+          f"{ms['sink']:.1f} ms/token, DynamicCache {ms['dynamic']:.1f} ms/token (medians; ratio {summary['ratio_sink_over_dynamic']:.3f}, "
+          f"paired per repeat {ratios.mean():.3f} ± {ratio_se:.3f}); "
           f"tokens identical to the project loop: {summary['tokens_identical_to_project_loop']} (max logit difference "
           f"{summary['max_logit_difference']:.2e}); identical to dense: {summary['tokens_identical_to_dense']}")
     return 0

@@ -106,9 +106,10 @@ class KVCache:
                     buf[:, :, :n_keep] = buf[:, :, keep]
                 for buf in (self.pos, self.frame, self.pinned, self.score):
                     buf[:n_keep] = buf[keep]
-                for buf, empty in ((self.pos, -1), (self.frame, -1), (self.pinned, False), (self.score, 0.0)):
-                    buf[n_keep:] = empty
-            slots = torch.arange(n_keep, n_keep + m, device=device)
+                if n_keep + m < self.length:  # stale slots the new tokens will not overwrite
+                    for buf, empty in ((self.pos, -1), (self.frame, -1), (self.pinned, False), (self.score, 0.0)):
+                        buf[n_keep : self.length] = empty
+            slots = slice(n_keep, n_keep + m)  # a slice, not an index tensor: basic indexing is much cheaper per step
             self.length = n_keep + m
         self.k[:, :, slots] = k_new.to(self.k.dtype)
         self.v[:, :, slots] = v_new.to(self.v.dtype)

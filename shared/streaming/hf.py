@@ -147,14 +147,17 @@ class ModelRope:
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos(), emb.sin()
 
-    def _turn(self, x: torch.Tensor, positions: torch.Tensor, sign: float) -> torch.Tensor:
-        cos, sin = self.cos_sin(positions)
+    def _turn(self, x: torch.Tensor, positions: torch.Tensor | range, sign: float) -> torch.Tensor:
+        if isinstance(positions, range) and positions.start >= 0 and self._table is not None and positions.stop <= self._table[0].shape[0]:
+            cos, sin = self._table[0][positions.start : positions.stop], self._table[1][positions.start : positions.stop]  # views, no gather
+        else:
+            cos, sin = self.cos_sin(torch.as_tensor(positions, device=x.device) if isinstance(positions, range) else positions)
         xf = x.float()
         half = xf.shape[-1] // 2
         rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
         return xf * cos + sign * rotated * sin
 
-    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor | range) -> torch.Tensor:
         return self._turn(x, positions, 1.0)
 
     def unrotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -196,6 +199,9 @@ class StreamingLayer(CacheLayerMixin):
         self._streamlab_attention = streamlab_attention  # () -> bool: is the model using our attention function?
         self.cache: KVCache | None = None
         self.view: CacheView | None = None
+        # keys numbered by their place in the cache with the base rule (StreamingLLM's), in which
+        # case a decode step's positions are a contiguous range
+        self._ranked = getattr(policy, "reposition", "absolute") == "cache" and type(policy).rope_positions is Policy.rope_positions
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         batch, heads, _, head_dim = key_states.shape
@@ -209,7 +215,8 @@ class StreamingLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         first = self.cache.next_pos
-        positions = first + torch.arange(key_states.shape[2], device=key_states.device)
+        positions = range(first, first + key_states.shape[2])
+        self.model_rope.cos_sin(torch.tensor([first + key_states.shape[2] - 1]))  # grows the table (and checks the RoPE limit) when needed
         self.view = view = self.cache.update(self.model_rope.unrotate(key_states, positions), value_states)
         if self._streamlab_attention():
             keys = view.k
@@ -219,12 +226,21 @@ class StreamingLayer(CacheLayerMixin):
             raise ValueError(f"{type(self.policy).__name__} selects by attention scores, which the model's own attention does not give; "
                              f"load the model with attn_implementation='{ATTN_IMPLEMENTATION}'")
         # the model's own attention: the keys the new tokens see, in stream order, at in-cache + shift positions
+        n = len(view.kv_pos)
+        if len(positions) == 1 and not self.cache.ring and self._ranked:
+            # the common decode step: keys numbered 0..n-1 in the cache, the new token last, so keys
+            # sit at first - n + 1 .. first: one contiguous range of the cos/sin table
+            keys = self.model_rope.rotate(view.k, range(first - n + 1, first + 1))
+            return keys.to(self.dtype), view.v.to(self.dtype)
         order, hidden = self._visible(view.kv_pos, view.q_pos)
         if hidden:
             raise ValueError(f"a forward of {len(positions)} tokens through {type(self.policy).__name__} would hide cached keys from some of "
                              f"them, which the model's own attention cannot do; feed fewer tokens at a time or load the model with "
                              f"attn_implementation='{ATTN_IMPLEMENTATION}'")
-        sorted_view = CacheView(view.k[:, :, order], view.v[:, :, order], view.kv_pos[order], view.q_pos)
+        if len(order) == len(view.kv_pos) and bool((order == torch.arange(len(order), device=order.device)).all()):
+            sorted_view = view  # already the keys to show, in stream order (a compacting cache, one new token)
+        else:
+            sorted_view = CacheView(view.k[:, :, order], view.v[:, :, order], view.kv_pos[order], view.q_pos)
         kv_rope, q_rope = self.cache.rope_positions(sorted_view, order)
         keys = self.model_rope.rotate(sorted_view.k, kv_rope + (first - q_rope[0]))
         return keys.to(self.dtype), sorted_view.v.to(self.dtype)
@@ -232,6 +248,8 @@ class StreamingLayer(CacheLayerMixin):
     def _visible(self, kv_pos: torch.Tensor, q_pos: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """(slots any new token sees, in stream order; whether some of them are hidden from some new
         token, which a plain causal mask cannot express). A single token never hides any."""
+        if len(q_pos) == 1 and not self.cache.ring:  # a compacting policy keeps, in stream order, what the next token sees
+            return torch.arange(len(kv_pos), device=kv_pos.device), False
         allowed = dense_mask(self.policy.attention_mask(), q_pos, kv_pos) & (kv_pos >= 0)
         order = torch.nonzero(allowed.any(0)).flatten()
         order = order[torch.argsort(kv_pos[order])]

@@ -57,7 +57,8 @@ class Policy:
         if getattr(self, "reposition", "absolute") == "cache":
             # StreamingLLM §3.2: keys numbered by their place in the cache, in stream order;
             # new queries continue that numbering.
-            order = torch.argsort(torch.argsort(kv_pos))
+            in_order = len(kv_pos) < 2 or bool((kv_pos[1:] > kv_pos[:-1]).all())  # compacting caches keep stream order
+            order = torch.arange(len(kv_pos), device=kv_pos.device) if in_order else torch.argsort(torch.argsort(kv_pos))
             n_old = int((kv_pos < q_pos.min()).sum()) if len(q_pos) else len(kv_pos)
             return order, n_old + torch.arange(len(q_pos), device=q_pos.device)
         return kv_pos, q_pos
@@ -121,6 +122,11 @@ class SinkWindowPolicy(Policy):
         n = len(meta.pos)
         if n <= self.budget:
             return torch.arange(n, device=meta.pos.device)
+        if bool(meta.pos[self.sinks - 1] == self.sinks - 1) if self.sinks else True:
+            # the steady state of a compacting cache: the sinks are slots 0..sinks-1 and the rest is
+            # in stream order, so keep the sinks and the newest budget - sinks (no sorting per step)
+            if bool((meta.pos[1:] > meta.pos[:-1]).all()):
+                return torch.cat([torch.arange(self.sinks, device=meta.pos.device), torch.arange(n - (self.budget - self.sinks), n, device=meta.pos.device)])
         order = torch.argsort(meta.pos, stable=True)
         sink = order[meta.pinned[order]][: self.sinks]
         rest = order[~meta.pinned[order]]
