@@ -40,6 +40,12 @@ def _sorted(idx: torch.Tensor, meta: SlotMeta) -> torch.Tensor:
     return idx[torch.argsort(meta.pos[idx], stable=True)]
 
 
+def _sinks_and_rest(meta: SlotMeta, sinks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the pinned slots, at most ``sinks`` of them; every other slot), each in stream order."""
+    order = torch.argsort(meta.pos, stable=True)
+    return order[meta.pinned[order]][:sinks], order[~meta.pinned[order]]
+
+
 class Policy:
     """Base of all policies. Optional attributes a policy may define (read with defaults by the cache):
     ``reposition`` ("absolute" | "cache"), ``tokens_per_frame`` (1), ``ring`` (False)."""
@@ -127,9 +133,7 @@ class SinkWindowPolicy(Policy):
             # in stream order, so keep the sinks and the newest budget - sinks (no sorting per step)
             if bool((meta.pos[1:] > meta.pos[:-1]).all()):
                 return torch.cat([torch.arange(self.sinks, device=meta.pos.device), torch.arange(n - (self.budget - self.sinks), n, device=meta.pos.device)])
-        order = torch.argsort(meta.pos, stable=True)
-        sink = order[meta.pinned[order]][: self.sinks]
-        rest = order[~meta.pinned[order]]
+        sink, rest = _sinks_and_rest(meta, self.sinks)
         recent = rest[len(rest) - (self.budget - len(sink)) :]
         return _sorted(torch.cat([sink, recent]), meta)
 
@@ -310,9 +314,7 @@ class HeavyHitters(Policy):
         n = len(meta.pos)
         if n <= self.budget:
             return torch.arange(n, device=meta.pos.device)
-        order = torch.argsort(meta.pos, stable=True)
-        sink = order[meta.pinned[order]][: self.sinks]
-        rest = order[~meta.pinned[order]]
+        sink, rest = _sinks_and_rest(meta, self.sinks)
         recent, older = rest[len(rest) - self.recent :] if self.recent else rest[:0], rest[: len(rest) - self.recent]
         n_heavy = self.budget - len(sink) - len(recent)
         newest_first = older[torch.argsort(meta.pos[older], descending=True, stable=True)]
