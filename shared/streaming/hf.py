@@ -148,7 +148,8 @@ class ModelRope:
         return emb.cos(), emb.sin()
 
     def _turn(self, x: torch.Tensor, positions: torch.Tensor | range, sign: float) -> torch.Tensor:
-        if isinstance(positions, range) and positions.start >= 0 and self._table is not None and positions.stop <= self._table[0].shape[0]:
+        if (isinstance(positions, range) and positions.start >= 0 and self._table is not None and positions.stop <= self._table[0].shape[0]
+                and self._table[0].device == x.device):
             cos, sin = self._table[0][positions.start : positions.stop], self._table[1][positions.start : positions.stop]  # views, no gather
         else:
             cos, sin = self.cos_sin(torch.as_tensor(positions, device=x.device) if isinstance(positions, range) else positions)
@@ -216,7 +217,7 @@ class StreamingLayer(CacheLayerMixin):
             self.lazy_initialization(key_states, value_states)
         first = self.cache.next_pos
         positions = range(first, first + key_states.shape[2])
-        self.model_rope.cos_sin(torch.tensor([first + key_states.shape[2] - 1]))  # grows the table (and checks the RoPE limit) when needed
+        self.model_rope.cos_sin(torch.tensor([first + key_states.shape[2] - 1], device=key_states.device))  # grows the table (and checks the RoPE limit) when needed
         self.view = view = self.cache.update(self.model_rope.unrotate(key_states, positions), value_states)
         if self._streamlab_attention():
             keys = view.k
