@@ -17,12 +17,11 @@ import torch
 from shared.errors import ConfigError
 from shared.io import atomic_path
 from shared.plots import pyplot
+from shared.procedural import Reference, aggregate, make_clip, score_video, tokens
 from shared.progress import progress
 from shared.runs import Run
 from shared.runtime import resolve_device
 
-from .data import make_clip, tokens
-from .metrics import Reference, aggregate, score_video
 from .sample import FrameSinkMemory, evaluations_per_frame, generate_clips, stream
 from .schedule import Partition
 from .train import train

@@ -35,10 +35,10 @@ from hydra.core.hydra_config import HydraConfig
 from shared import runtime
 from shared.errors import ConfigError
 from shared.io import atomic_torch_save, load_checkpoint
+from shared.procedural import make_clip, tokens
 from shared.progress import progress
 from shared.runs import Run, sweep_tags
 
-from .data import make_clip, tokens
 from .model import DiTConfig, StreamDiT
 from .schedule import Partition, level_time, make_xt, training_times, velocity_target
 

@@ -27,7 +27,7 @@
 # train small DiTs (pixel space, 16x16 frames, patch 4, 4 layers of width 64) on procedural clips: coloured,
 # circles, squares and triangles that move, bounce, spin and occlude each other, prompted by
 # their colour and shape words. A colour detector reads the known objects back from generated
-# frames, so every metric has a ground truth (`experiments/streamdit/metrics.py`).
+# frames, so every metric has a ground truth (`shared/procedural/detector.py`).
 #
 # **Rows.** `full_clip` (independent 16-frame clips from a standard clip model: not streaming);
 # `fifo` (that same model run diagonally, training-free, as FIFO-Diffusion does); `streamdit_c1`

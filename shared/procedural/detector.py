@@ -1,4 +1,4 @@
-"""Detector-style metrics (brief 11): read the known object properties back from generated frames.
+"""Detector-style metrics (StreamDiT brief 11; shared with the autoregressive-video experiments): read the known object properties back from generated frames.
 
 No pretrained network is involved: the colour detector of ``data.find_objects`` finds each prompted
 object; what real clips look like to that detector (object sizes, speeds) is measured once on
@@ -17,6 +17,12 @@ held-out procedural clips (``Reference``), and every metric is stated against it
 - ``drift``: validity over the first buffer-length of a long rollout minus over the last one;
   ``colour_drift``: L1 distance between the first and last bins' colour histograms (the share of
   pixels nearest each palette colour, plus background).
+- ``follows_prompt`` / ``frames_to_follow``: after a prompt switch, whether a frame shows what the
+  new prompt names and nothing the old one named that the new one dropped, and how many frames it
+  takes until it does (two frames in a row);
+- ``frame_jump`` / ``boundary_jump``: the pixel change across a frame (a switch, a chunk boundary)
+  over the clip's median change between consecutive frames: 1 is as smooth as anywhere else, a
+  seam or a visual reset is well above 1 (temporal consistency).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .data import BACKGROUND, COLOURS, colour_masks, make_clip
+from .clips import BACKGROUND, COLOURS, colour_masks, make_clip
 
 PALETTE = list(COLOURS)
 COMPACT = 0.7  # share of a colour's pixels its largest 8-connected blob must hold to count as one object
@@ -151,3 +157,53 @@ def aggregate(scores: list[dict]) -> dict:
         out[key] = float(finite.mean()) if len(finite) else float("nan")
         out[f"{key}_std"] = float(finite.std()) if len(finite) else float("nan")
     return out
+
+
+def _found_ok(video: np.ndarray, colours: list[str], ref: Reference) -> np.ndarray:
+    """[colours, F]: each colour present as one compact object of a plausible size."""
+    found = detect(video, colours)
+    largest, total = found[:, :, 2], found[:, :, 3]
+    return (largest >= ref.min_pixels) & (largest <= ref.max_pixels) & (largest >= COMPACT * total)
+
+
+def follows_prompt(video: np.ndarray, before: list[str], after: list[str], ref: Reference) -> np.ndarray:
+    """[F] bool: every colour of the new prompt ``after`` is one valid object, and no colour that
+    only the old prompt ``before`` named is visible (a blob of at least ``ref.spurious_pixels``)."""
+    ok = _found_ok(video, after, ref).all(axis=0)
+    dropped = [c for c in before if c not in after]
+    if dropped:
+        ok &= ~(detect(video, dropped)[:, :, 2] >= ref.spurious_pixels).any(axis=0)
+    return ok
+
+
+def frames_to_follow(video: np.ndarray, switch: int, before: list[str], after: list[str], ref: Reference, hold: int = 2) -> int:
+    """Frames from ``switch`` until the video follows the new prompt for ``hold`` frames in a row
+    (0: at once). Never: the frames left after the switch (a censored count, so means stay finite)."""
+    ok = follows_prompt(video[switch:], before, after, ref)
+    for f in range(len(ok) - hold + 1):
+        if ok[f : f + hold].all():
+            return f
+    return len(ok)
+
+
+def _steps(video: np.ndarray) -> np.ndarray:
+    """[F - 1]: mean absolute pixel change from each frame to the next."""
+    return np.abs(np.diff(video.astype(np.float64), axis=0)).mean(axis=tuple(range(1, video.ndim)))
+
+
+def frame_jump(video: np.ndarray, frame: int) -> float:
+    """Pixel change from frame - 1 to ``frame`` over the clip's median change per frame."""
+    if not 1 <= frame < len(video):
+        raise ValueError(f"frame {frame} has no predecessor in a {len(video)}-frame video")
+    steps = _steps(video)
+    return float(steps[frame - 1] / max(np.median(steps), 1e-12))
+
+
+def boundary_jump(video: np.ndarray, chunk: int) -> float:
+    """Mean change across chunk boundaries (frames chunk, 2 chunk, ...) over the mean change inside
+    chunks: 1 when chunks join as smoothly as frames inside a chunk, above 1 for seams."""
+    steps = _steps(video)
+    at_boundary = (np.arange(1, len(video)) % chunk) == 0
+    if not at_boundary.any() or at_boundary.all():
+        raise ValueError(f"a {len(video)}-frame video in chunks of {chunk} has no boundary and no inside to compare")
+    return float(steps[at_boundary].mean() / max(steps[~at_boundary].mean(), 1e-12))
