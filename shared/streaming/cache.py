@@ -120,6 +120,28 @@ class KVCache:
         self.next_pos += m
         return self.view(new_pos)
 
+    def peek(self, k_new: torch.Tensor, v_new: torch.Tensor) -> CacheView:
+        """The view ``update`` would return for these new keys, without writing anything: the slots
+        the policy keeps when ``m`` tokens arrive, then the new keys at the next stream positions.
+
+        Few-step video diffusion (Self Forcing, LongLive, Deep Forcing) attends each denoising step
+        of a chunk like this and writes the chunk once, with its clean keys, in a context pass
+        (``update``): the selection is the same, so the steps and the pass see the same keys."""
+        m = k_new.shape[2]
+        device = self.pos.device
+        new_pos = self.next_pos + torch.arange(m, device=device)
+        if self.ring:
+            overwritten = torch.zeros(self.capacity, dtype=torch.bool, device=device)
+            overwritten[self.policy.slots(new_pos, self.capacity)] = True
+            keep = torch.nonzero((self.pos >= 0) & ~overwritten).flatten()
+            keep = keep[torch.argsort(self.pos[keep])]
+        else:
+            keep = self.policy.select(self._meta(), m)
+        pos = torch.cat([self.pos[keep], new_pos])
+        k = torch.cat([self.k[:, :, keep], k_new.to(self.k.dtype)], dim=2)
+        v = torch.cat([self.v[:, :, keep], v_new.to(self.v.dtype)], dim=2)
+        return CacheView(k, v, pos, new_pos)
+
     def view(self, q_pos: torch.Tensor) -> CacheView:
         n = self.capacity if self.ring else self.length
         return CacheView(self.k[:, :, :n], self.v[:, :, :n], self.pos[:n], q_pos)

@@ -72,3 +72,52 @@ class Rope:
         half = self.head_dim // 2
         rotated = torch.cat([-xw[..., half:], xw[..., :half]], dim=-1)
         return (xw * cos + rotated * sin).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class Rope3D:
+    """Video RoPE over (time, row, column) bands of the head dimension (Wan / Self Forcing's 3D RoPE).
+
+    Positions are the cache's *token* positions: frame * tokens_per_frame + row * width + column,
+    so a cache policy that moves a frame in time (Deep Forcing's deep sink re-alignment) shifts a
+    position by whole frames and only the temporal band rotates differently. ``bands`` are the
+    real dimensions given to time, rows and columns (each even, summing to ``head_dim``); each band
+    uses the "rotate half" layout inside itself. Same interface as ``Rope``: ``apply(x, positions)``.
+    """
+
+    head_dim: int
+    tokens_per_frame: int
+    width: int  # token columns per frame row
+    bands: tuple[int, int, int]
+    theta: float = 10000.0
+
+    def __post_init__(self):
+        if sum(self.bands) != self.head_dim or any(b % 2 for b in self.bands):
+            raise ValueError(f"RoPE bands {self.bands} must be even and sum to head_dim {self.head_dim}")
+        if self.tokens_per_frame % self.width:
+            raise ValueError(f"{self.tokens_per_frame} tokens per frame are not whole rows of {self.width}")
+
+    def coordinates(self, positions: torch.Tensor) -> torch.Tensor:
+        """[T, 3]: (frame, row, column) of each token position."""
+        frame = torch.div(positions, self.tokens_per_frame, rounding_mode="floor")
+        inside = positions - frame * self.tokens_per_frame
+        return torch.stack([frame, torch.div(inside, self.width, rounding_mode="floor"), inside % self.width], dim=-1)
+
+    def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``[..., T, D]`` band by band (angles in float64, applied in float32 or better)."""
+        if x.shape[-1] != self.head_dim:
+            raise ValueError(f"RoPE built for head_dim {self.head_dim}, got tensors with last dim {x.shape[-1]}")
+        if positions.shape[-1] != x.shape[-2]:
+            raise ValueError(f"{positions.shape[-1]} positions for {x.shape[-2]} tokens")
+        work = torch.promote_types(x.dtype, torch.float32)
+        coords = self.coordinates(positions).to(torch.float64)
+        out, start = [], 0
+        for axis, size in enumerate(self.bands):
+            part = x[..., start : start + size].to(work)
+            inv_freq = 1.0 / (self.theta ** (torch.arange(0, size, 2, dtype=torch.float64, device=x.device) / size))
+            angles = coords[:, axis, None] * inv_freq[None, :]
+            cos, sin = (torch.cat([a, a], dim=-1).to(work) for a in (angles.cos(), angles.sin()))
+            half = size // 2
+            out.append(part * cos + torch.cat([-part[..., half:], part[..., :half]], dim=-1) * sin)
+            start += size
+        return torch.cat(out, dim=-1).to(x.dtype)

@@ -1,5 +1,7 @@
 """KV cache and policies: streaming equals offline attention, invariants, RoPE, bounded memory."""
 
+import copy
+
 import pytest
 import torch
 
@@ -320,3 +322,25 @@ def test_heavy_hitters_keep_the_recent_tokens_and_the_most_attended_older_ones()
     assert pos[tie].tolist() == [0, 5, 6, 7, 8, 9]  # equal mass: the newer tokens
     with pytest.raises(ValueError, match="room for heavy hitters"):
         HeavyHitters(budget=4, recent=3, sinks=1)
+
+
+@pytest.mark.parametrize("policy", [Full(64), SinkWindowPolicy(2, 9), FrameSink(3, 1, 3), DeepSink(3, 2, 2), Ring(2, 9)],
+                         ids=["full", "sink_window", "frame_sink", "deep_sink", "ring"])
+def test_peek_sees_what_update_would_and_writes_nothing(policy):
+    """Few-step video diffusion attends each denoising step with ``peek`` and writes once with
+    ``update``: both must show the chunk the same keys, and peek must leave the cache untouched."""
+    torch.manual_seed(0)
+    cache = KVCache(policy, batch=1, kv_heads=2, head_dim=4, max_chunk=6)
+    for _ in range(5):
+        cache.update(*torch.randn(2, 1, 2, 6, 4))
+        k, v = torch.randn(2, 1, 2, 6, 4)
+        state = [t.clone() for t in (cache.k, cache.v, cache.pos, cache.frame, cache.pinned)] + [cache.length, cache.next_pos]
+        seen = cache.peek(k, v)
+        after = [t.clone() for t in (cache.k, cache.v, cache.pos, cache.frame, cache.pinned)] + [cache.length, cache.next_pos]
+        assert all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(state, after))
+        twin = copy.deepcopy(cache)
+        written = twin.update(k, v)
+        filled = written.kv_pos >= 0
+        order = torch.argsort(written.kv_pos[filled])
+        assert torch.equal(seen.kv_pos, written.kv_pos[filled][order]) and torch.equal(seen.q_pos, written.q_pos)
+        assert torch.equal(seen.k, written.k[:, :, filled][:, :, order]) and torch.equal(seen.v, written.v[:, :, filled][:, :, order])
