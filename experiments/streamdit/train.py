@@ -18,7 +18,6 @@ frame (the sink) and the m - 1 frames just before the buffer, as the frame-sink 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 
 from shared import runtime
+from shared.distributed import check_ranks_agree, distributed, parameter_checksum, warmup_cosine  # noqa: F401 (parameter_checksum: the DDP test reads it here)
 from shared.errors import ConfigError
 from shared.io import atomic_torch_save, load_checkpoint
 from shared.procedural import make_clip, tokens
@@ -134,20 +134,6 @@ def distillation_loss(student, teacher, batch: Batch, cfg) -> torch.Tensor:
     return F.mse_loss(student(start, tau, batch.text, batch.memory), target)
 
 
-def warmup_cosine(step: int, steps: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-
-def distributed() -> tuple[int, int]:
-    """(rank, world size); starts the process group under torchrun (gloo on CPU, NCCL on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
 def check_checkpoint(state: dict, model_cfg: DiTConfig, path: Path) -> None:
     saved = state.get("model_config")
     if saved != model_cfg.__dict__:
@@ -218,27 +204,6 @@ def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_
     summary = {"loss_first": float(np.mean(history[:window])) if history else float("nan"),
                "loss_last": float(np.mean(history[-window:])) if history else float("nan"), "seconds": seconds, "steps": steps}
     return model, summary
-
-
-def parameter_checksum(model: torch.nn.Module) -> float:
-    return float(sum(p.double().sum() + p.double().square().sum() for p in model.parameters()))
-
-
-def collective_device(backend: str, local_rank: int) -> torch.device:
-    """Where a tensor handed to a collective must live: NCCL moves CUDA tensors only (a CPU tensor
-    is refused), gloo moves CPU tensors."""
-    return torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
-
-
-def check_ranks_agree(model: torch.nn.Module) -> None:
-    """DDP keeps replicas identical by construction; a wrong setup (a rank with other data shapes,
-    unsynchronised buffers) breaks that silently, so compare a checksum across ranks at the end."""
-    device = collective_device(dist.get_backend(), int(os.environ.get("LOCAL_RANK", "0")))
-    mine = torch.tensor([parameter_checksum(model)], dtype=torch.float64, device=device)
-    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, mine)
-    if any(not torch.equal(e, every[0]) for e in every):
-        raise RuntimeError(f"DDP replicas diverged: parameter checksums per rank {[float(e) for e in every]}")
 
 
 def load_model(cfg, checkpoint: Path, device: str = "cpu") -> StreamDiT:
