@@ -16,8 +16,8 @@ import torch
 
 from shared.errors import ConfigError
 from shared.io import atomic_path
-from shared.plots import pyplot
 from shared.procedural import Reference, aggregate, make_clip, score_video, tokens
+from shared.procedural.figures import figure_drift, figure_strip
 from shared.progress import progress
 from shared.runs import Run
 from shared.runtime import resolve_device
@@ -170,38 +170,3 @@ def run_rows() -> tuple[str, ...]:
     from . import SPEC
 
     return SPEC.tables["streamdit"].rows
-
-
-def figure_drift(results: dict, data: dict, bin_frames: int):
-    """Validity per buffer-length bin over the rollout, mean and spread over prompts."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    for row, res in [*results.items(), ("data", data)]:
-        v = res["per_frame_validity"]  # [P, F]
-        bins = v[:, : v.shape[1] // bin_frames * bin_frames].reshape(len(v), -1, bin_frames).mean(axis=2)
-        x = (np.arange(bins.shape[1]) + 0.5) * bin_frames
-        style = {"color": "0.3", "ls": "--"} if row == "data" else {}
-        ax.plot(x, bins.mean(0), marker="o", ms=3, label=row, **style)
-        ax.fill_between(x, bins.mean(0) - bins.std(0), bins.mean(0) + bins.std(0), alpha=0.12, **({"color": "0.3"} if row == "data" else {}))
-    ax.set(xlabel="frame of the rollout", ylabel=f"validity (mean over {bin_frames}-frame bins)", ylim=(0, 1.05), title="drift over a long rollout")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
-
-
-def figure_strip(results: dict, data: dict, frames: int):
-    """The first prompt's rollout, every other frame of the first ``2 frames``, per row."""
-    plt = pyplot()
-    rows = [*results, "data"]
-    fig, axes = plt.subplots(len(rows), frames, figsize=(0.75 * frames, 0.85 * len(rows)), squeeze=False)
-    for line, row in zip(axes, rows):
-        strip = (data if row == "data" else results[row])["strip"]
-        for k, ax in enumerate(line):
-            f = min(2 * k, len(strip) - 1)
-            ax.imshow(np.clip((strip[f].transpose(1, 2, 0) + 1) / 2, 0, 1), interpolation="nearest")
-            ax.set(xticks=[], yticks=[])
-            if line is axes[0]:
-                ax.set_title(f"{f}", fontsize=7)
-        line[0].set_ylabel(row, fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    return fig
