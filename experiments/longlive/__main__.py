@@ -5,6 +5,9 @@ import sys
 
 from shared.cli import experiment_main
 
-TOOLS: dict[str, tuple[str, str]] = {}
+TOOLS = {
+    "generate": (".tool:generate_main", "stream a video from the trained host: --prompt red circle [--switch-at 48 blue square] --frames 200 --out clip.mp4"),
+    "ship": (".tool:ship_main", "make a clean run's self-forcing student the generate tool's default (weights/, with provenance)"),
+}
 
 sys.exit(experiment_main(__package__, TOOLS))

@@ -241,7 +241,8 @@ def train(cfg, kind: str, steps: int, checkpoint: Path | None, init: dict | None
             log({"loss": float(np.mean(history[-int(cfg.trainer.log_every):]))}, done)
         if checkpoint is not None and (done % int(cfg.trainer.checkpoint_every) == 0 or done == steps):
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done, "history": history,
-                     "seconds": seconds + time.perf_counter() - t0, "host": host.__dict__, "kind": kind}
+                     "seconds": seconds + time.perf_counter() - t0, "host": host.__dict__, "kind": kind, "horizon": int(cfg.horizon),
+                     "sampler": {"steps": [int(x) for x in cfg.sampler.steps], "shift": float(cfg.sampler.shift)}}
             if sf:
                 state |= {"critic": critic.state_dict(), "critic_optimizer": critic_opt.state_dict()}
             atomic_torch_save(checkpoint, state)

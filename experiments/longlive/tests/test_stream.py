@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from experiments.longlive.model import CachedAttention, CausalVideoDiT, DenseAttention, HostConfig, new_caches
-from experiments.longlive.stream import Stream, sigmas_for
 from shared.streaming import DeepSink, FrameSink, Full, Rope3D
+
+from ..model import CachedAttention, CausalVideoDiT, DenseAttention, HostConfig, new_caches
+from ..stream import Stream, sigmas_for
 
 CFG = HostConfig(size=12, patch=4, chunk=2, dim=24, depth=2, heads=2, rope_bands=(4, 4, 4), text_len=4)  # 9 tokens per frame (odd grid)
 
