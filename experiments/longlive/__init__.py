@@ -23,6 +23,20 @@ SPEC = ExperimentSpec(
             headline="validity_10x",
             higher_is_better=True,
         ),
+        "longlive": Table(
+            title="LongLive's cache policies on the self-forcing student: full window, short window, short window + frame sink (same budget)",
+            rows=("full_window", "short_window", "sink_window"),
+            metrics=("validity_1x", "validity_4x", "validity_10x", "drift_10x", "dynamic_10x", "boundary_jump", "ms_per_frame", "ms_per_frame_last", "frames_seen"),
+            headline="validity_10x",
+            higher_is_better=True,
+        ),
+        "longlive_switch": Table(
+            title="a prompt switch (object 0 changes colour) with the cache kept, cleared or re-cached (sink + short window)",
+            rows=("switch_keep", "switch_clear", "switch_recache"),
+            metrics=("frames_to_follow", "followed", "switch_jump", "validity_after"),
+            headline="frames_to_follow",
+            higher_is_better=False,
+        ),
     },
     preset_notes={
         "smoke": "a 2-layer host, a few steps of every training: plumbing only, seconds",

@@ -6,6 +6,12 @@ forcing students, same architecture, initialisation (the bidirectional teacher) 
 Every row streams the same held-out prompts from the same noise for 10 training horizons, with a
 rolling window of frames past the horizon (relative RoPE offsets stay inside what training saw);
 validity at 1x, 4x and 10x the horizon is read from the last horizon-length bin of that rollout.
+
+Table ``longlive`` (brief 2.1): the self-forcing student under LongLive's cache policies: the full
+training window, a short window, and a short window whose first chunk is kept as a frame sink
+inside the same budget; per-frame cost at the start and the end of the rollout. Table
+``longlive_switch`` (brief 2.2): a prompt switch (object 0 changes colour) with the cache kept,
+cleared or re-cached; frames until the detector sees the new prompt, the jump at the switch.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 
 from shared.errors import ConfigError
 from shared.io import atomic_path
-from shared.procedural import Reference, boundary_jump, make_clip, score_video, tokens
+from shared.procedural import COLOURS, VOCAB, Reference, boundary_jump, frame_jump, frame_validity, frames_to_follow, make_clip, score_video, tokens
 from shared.procedural.figures import figure_drift, figure_strip
 from shared.runs import Run
 from shared.runtime import resolve_device
@@ -54,47 +60,95 @@ def prompts(cfg) -> tuple[torch.Tensor, list[list[str]]]:
     return torch.from_numpy(np.stack(ids)), colours
 
 
-def rolling_policy(cfg, host):
-    """Past the horizon: the newest ``window_frames`` frames besides the incoming chunk, no sink."""
-    return FrameSink(host.tokens_per_frame, sink_frames=0, window_frames=int(cfg.eval.window_frames))
+def row_policy(method, host, horizon: int):
+    """The row's frame policy: ``sink_frames`` pinned first frames and a rolling ``window_frames``
+    (the newest window_frames - 1 frames besides the incoming chunk); refused if a chunk would see
+    more frames than training showed (relative RoPE offsets the model never met)."""
+    sinks, window = int(method.policy.sink_frames), int(method.policy.window_frames)
+    seen = sinks + window - 1 + host.chunk
+    if seen > horizon or window < 1 or sinks < 0:
+        raise ConfigError(f"method.policy: sink {sinks} + window {window} - 1 + chunk {host.chunk} = {seen} frames seen at once; "
+                          f"at most the training horizon {horizon}")
+    return FrameSink(host.tokens_per_frame, sink_frames=sinks, window_frames=window)
 
 
-def ms_per_frame(model, cfg, text: torch.Tensor, device: str) -> float:
-    """Milliseconds per frame of one stream in steady state (the first horizon excluded: the cache is still filling)."""
-    host = model.cfg
-    stream = Stream(model, rolling_policy(cfg, host), batch=1, generator=torch.Generator().manual_seed(1), sigmas=sigmas_for(tuple(cfg.sampler.steps), float(cfg.sampler.shift)), device=device)
+def new_stream(model, policy, cfg, batch: int, seed: int, device: str) -> Stream:
+    return Stream(model, policy, batch=batch, generator=torch.Generator().manual_seed(seed),
+                  sigmas=sigmas_for(tuple(cfg.sampler.steps), float(cfg.sampler.shift)), device=device)
+
+
+def ms_per_frame(model, policy, cfg, text: torch.Tensor, device: str) -> tuple[float, float]:
+    """Milliseconds per frame of one stream: over ``fps_frames`` just after the first horizon (the
+    cache has filled) and over the last ``fps_frames`` of a 10-horizon rollout (flat cost: equal)."""
+    host, frames = model.cfg, max(int(n) for n in cfg.eval.lengths) * int(cfg.horizon)
+    span = max(1, int(cfg.eval.fps_frames) // host.chunk)
+    start = int(cfg.horizon) // host.chunk
+    stamps = []
+    stream = new_stream(model, policy, cfg, 1, 1, device)
     with torch.no_grad():
-        stream.generate(text[:1], int(cfg.horizon) // host.chunk)
-        t0 = time.perf_counter()
-        chunks = max(1, int(cfg.eval.fps_frames) // host.chunk)
-        stream.generate(text[:1], chunks)
-    return 1000 * (time.perf_counter() - t0) / (chunks * host.chunk)
+        stream.generate(text[:1], frames // host.chunk, on_chunk=lambda i, _: stamps.append(time.perf_counter()))
+    per_frame = np.diff(np.array(stamps)) * 1000 / host.chunk  # chunk i+1's time
+    first = per_frame[start - 1 : start - 1 + span]
+    return float(first.mean()), float(per_frame[-span:].mean())
 
 
-def evaluate_row(row: str, model, cfg, ref: Reference, device: str, run: Run) -> dict:
+def evaluate_row(row: str, method, model, cfg, ref: Reference, device: str, run: Run) -> dict:
     """One row's long rollouts, scored (cached in the run: a resumed run does not redo it)."""
-    return run.cached(row, lambda: _evaluate_row(model, cfg, ref, device))
+    if method.get("switch"):
+        return run.cached(row, lambda: _evaluate_switch(method, model, cfg, ref, device))
+    return run.cached(row, lambda: _evaluate_row(method, model, cfg, ref, device))
 
 
-def _evaluate_row(model, cfg, ref: Reference, device: str) -> dict:
+def _evaluate_row(method, model, cfg, ref: Reference, device: str) -> dict:
     text, colours = prompts(cfg)
     horizon, lengths = int(cfg.horizon), [int(n) for n in cfg.eval.lengths]
     frames = max(lengths) * horizon
-    stream = Stream(model, rolling_policy(cfg, model.cfg), batch=len(text), generator=torch.Generator().manual_seed(int(cfg.eval.seed)),
-                    sigmas=sigmas_for(tuple(cfg.sampler.steps), float(cfg.sampler.shift)), device=device)
+    policy = row_policy(method, model.cfg, horizon)
+    stream = new_stream(model, policy, cfg, len(text), int(cfg.eval.seed), device)
     video = stream.generate(text.to(device), frames // model.cfg.chunk).float().cpu().numpy()
     scores = [score_video(video[i], colours[i], ref, int(cfg.eval.bin_frames)) for i in range(len(video))]
     validity = np.stack([s["per_frame_validity"] for s in scores])  # [P, F]
     out = {f"validity_{n}x": float(validity[:, (n - 1) * horizon : n * horizon].mean()) for n in lengths}
     out |= {f"drift_{max(lengths)}x": float(np.mean([s["drift"] for s in scores])),
             f"dynamic_{max(lengths)}x": float(np.mean([s["dynamic"] for s in scores])),
-            "boundary_jump": float(np.mean([boundary_jump(v, model.cfg.chunk) for v in video])),
-            "ms_per_frame": ms_per_frame(model, cfg, text.to(device), device)}
+            "boundary_jump": float(np.mean([boundary_jump(v, model.cfg.chunk) for v in video]))}
+    out["ms_per_frame"], out["ms_per_frame_last"] = ms_per_frame(model, policy, cfg, text.to(device), device)
+    out["frames_seen"] = float(policy.sink_frames + policy.window_frames - 1 + model.cfg.chunk)
     out["per_frame_validity"] = validity
     out["drift_per_prompt"] = np.array([s["drift"] for s in scores])
     out["strip"] = video[0, :32]
     return out
 
+
+
+def switched_colour(colours: list[str]) -> str:
+    """The switch's new colour for object 0: the first palette colour the prompt does not use."""
+    return next(c for c in COLOURS if c not in colours)
+
+
+def _evaluate_switch(method, model, cfg, ref: Reference, device: str) -> dict:
+    """Stream ``eval.switch.frames`` frames; at ``eval.switch.at`` object 0 changes colour in the
+    prompt and the cache is kept, cleared or re-cached (``method.switch``)."""
+    text, colours = prompts(cfg)
+    at, frames, chunk = int(cfg.eval.switch.at), int(cfg.eval.switch.frames), model.cfg.chunk
+    if at % chunk or not 0 < at < frames:
+        raise ConfigError(f"eval.switch.at {at} must be a multiple of the chunk size {chunk} inside the {frames} frames")
+    after_colours = [[switched_colour(c), *c[1:]] for c in colours]
+    new_text = text.clone()
+    new_text[:, 0] = torch.tensor([VOCAB.index(c[0]) for c in after_colours])  # token 0 is object 0's colour word
+    stream = new_stream(model, row_policy(method, model.cfg, int(cfg.horizon)), cfg, len(text), int(cfg.eval.seed), device)
+    with torch.no_grad():
+        stream.generate(text.to(device), at // chunk)
+        stream.switch(new_text.to(device), str(method.switch))
+        video = stream.generate(new_text.to(device), (frames - at) // chunk).float().cpu().numpy()
+    delays = np.array([frames_to_follow(v, at, before, after, ref) for v, before, after in zip(video, colours, after_colours)], dtype=float)
+    validity_after = np.stack([frame_validity(v[at:], after, ref)[0] for v, after in zip(video, after_colours)])
+    out = {"frames_to_follow": float(delays.mean()), "followed": float((delays < frames - at - 1).mean()),
+           "switch_jump": float(np.mean([frame_jump(v, at) for v in video])), "validity_after": float(validity_after.mean())}
+    out["delays"] = delays
+    out["per_frame_validity"] = validity_after
+    out["strip"] = video[0, max(0, at - 8) : at + 24]
+    return out
 
 def paired(results: dict, row: str, against: str, key: str) -> tuple[float, float]:
     """Mean and standard error over prompts of row minus ``against`` on a per-prompt array."""
@@ -105,34 +159,50 @@ def paired(results: dict, row: str, against: str, key: str) -> tuple[float, floa
 def reproduce(cfg, run: Run) -> None:
     device = resolve_device(cfg.trainer.device)
     rows = list(cfg.eval.rows)
-    unknown = [r for r in rows if r not in run_rows()]
+    tables = table_of()
+    unknown = [r for r in rows if r not in tables]
     if unknown:
-        raise ConfigError(f"eval.rows: unknown rows {unknown}; valid: {', '.join(run_rows())}")
-    methods = {row: run.compose_row("self_forcing", row).method for row in rows}
+        raise ConfigError(f"eval.rows: unknown rows {unknown}; valid: {', '.join(tables)}")
+    first = next(iter(tables.values()))
+    if all(tables[r] == first for r in rows):  # the other tables are computed beside the first unless eval.rows names their rows
+        rows += [r for r, t in tables.items() if t != first]
+    methods = {row: run.compose_row(tables[row], row).method for row in rows}
     bad = {row: m.model for row, m in methods.items() if m.model not in STUDENTS}
     if bad:
         raise ConfigError(f"method.model must be one of {STUDENTS} (got {bad})")
-    host_config(cfg).check()
+    host = host_config(cfg)
+    host.check()
+    for method in methods.values():
+        row_policy(method, host, int(cfg.horizon))  # a policy that does not fit is refused before any training
     d = cfg.data
     ref = Reference.measure(int(d.size), int(cfg.horizon), int(d.objects), float(d.speed), float(d.scale), bool(d.stripes))
     models, summaries = train_models(cfg, {m.model for m in methods.values()}, run, device)
     results = {}
     for row in rows:
-        results[row] = evaluate_row(row, models[methods[row].model], cfg, ref, device, run)
-        if not run.has_row("self_forcing", row):
-            run.add_results("self_forcing", row, {k: v for k, v in results[row].items() if np.isscalar(v)})
+        results[row] = evaluate_row(row, methods[row], models[methods[row].model], cfg, ref, device, run)
+        if not run.has_row(tables[row], row):
+            run.add_results(tables[row], row, {k: v for k, v in results[row].items() if np.isscalar(v)})
     with atomic_path(run.dir / "arrays.npz") as tmp:
-        arrays = {f"{row}/{key}": results[row][key] for row in rows for key in ("per_frame_validity", "drift_per_prompt", "strip")}
+        arrays = {f"{row}/{key}": value for row in rows for key, value in results[row].items() if not np.isscalar(value)}
         arrays |= {f"train/{name}/{k}": np.array(v) for name, s in summaries.items() for k, v in s.items()}
         if "self_forcing" in results:
-            for other in (r for r in rows if r != "self_forcing"):
+            for other in (r for r in ("teacher_forcing", "diffusion_forcing") if r in results):
                 arrays[f"claim/self_forcing_minus_{other}/drift"] = np.array(paired(results, "self_forcing", other, "drift_per_prompt"))
+        if "sink_window" in results and "short_window" in results:
+            arrays["claim/sink_window_minus_short_window/drift"] = np.array(paired(results, "sink_window", "short_window", "drift_per_prompt"))
+        for other in (r for r in ("switch_keep", "switch_clear") if r in results and "switch_recache" in results):
+            arrays[f"claim/switch_recache_minus_{other}/delays"] = np.array(paired(results, "switch_recache", other, "delays"))
         np.savez_compressed(tmp, **arrays)
-    run.save_figure(figure_drift(results, None, int(cfg.horizon)), "drift")
-    run.save_figure(figure_strip(results, None, 16), "strip")
+    windows = {r: v for r, v in results.items() if tables[r] != "longlive_switch"}
+    if windows:
+        run.save_figure(figure_drift(windows, None, int(cfg.horizon)), "drift")
+        run.save_figure(figure_strip(windows, None, 16), "strip")
+    switches = {r: v for r, v in results.items() if tables[r] == "longlive_switch"}
+    if switches:
+        run.save_figure(figure_strip(switches, None, 16), "switch_strip")
 
 
-def run_rows() -> tuple[str, ...]:
+def table_of() -> dict[str, str]:
     from . import SPEC
 
-    return SPEC.tables["self_forcing"].rows
+    return {row: name for name, table in SPEC.tables.items() for row in table.rows}
