@@ -37,6 +37,13 @@ SPEC = ExperimentSpec(
             headline="frames_to_follow",
             higher_is_better=False,
         ),
+        "deep_forcing": Table(
+            title="Deep Forcing (training-free) on the self-forcing student at 12x its training length: rolling window, shallow sink, deep sink with and without RoPE re-alignment",
+            rows=("rolling", "shallow_sink", "deep_sink", "deep_sink_unaligned"),
+            metrics=("validity_1x", "validity_5x", "validity_12x", "drift_12x", "dynamic_12x", "boundary_jump", "ms_per_frame", "ms_per_frame_last", "frames_seen"),
+            headline="validity_12x",
+            higher_is_better=True,
+        ),
     },
     preset_notes={
         "smoke": "a 2-layer host, a few steps of every training: plumbing only, seconds",

@@ -27,7 +27,7 @@ from shared.procedural import COLOURS, VOCAB, Reference, boundary_jump, frame_ju
 from shared.procedural.figures import figure_drift, figure_strip
 from shared.runs import Run
 from shared.runtime import resolve_device
-from shared.streaming import FrameSink
+from shared.streaming import DeepSink, FrameSink
 
 from .stream import Stream, sigmas_for
 from .train import host_config, train
@@ -62,14 +62,17 @@ def prompts(cfg) -> tuple[torch.Tensor, list[list[str]]]:
 
 def row_policy(method, host, horizon: int):
     """The row's frame policy: ``sink_frames`` pinned first frames and a rolling ``window_frames``
-    (the newest window_frames - 1 frames besides the incoming chunk); refused if a chunk would see
-    more frames than training showed (relative RoPE offsets the model never met)."""
-    sinks, window = int(method.policy.sink_frames), int(method.policy.window_frames)
+    (the newest window_frames - 1 frames besides the incoming chunk); ``kind: deep_sink`` re-aligns
+    the sink's RoPE positions to sit just before the oldest window frame (Deep Forcing). Refused if a
+    chunk would see more frames than training showed (relative RoPE offsets the model never met)."""
+    sinks, window, kind = int(method.policy.sink_frames), int(method.policy.window_frames), str(method.policy.get("kind", "frame_sink"))
     seen = sinks + window - 1 + host.chunk
     if seen > horizon or window < 1 or sinks < 0:
         raise ConfigError(f"method.policy: sink {sinks} + window {window} - 1 + chunk {host.chunk} = {seen} frames seen at once; "
                           f"at most the training horizon {horizon}")
-    return FrameSink(host.tokens_per_frame, sink_frames=sinks, window_frames=window)
+    if kind not in ("frame_sink", "deep_sink"):
+        raise ConfigError(f"method.policy.kind must be frame_sink or deep_sink (got {kind!r})")
+    return (DeepSink if kind == "deep_sink" else FrameSink)(host.tokens_per_frame, sink_frames=sinks, window_frames=window)
 
 
 def new_stream(model, policy, cfg, batch: int, seed: int, device: str) -> Stream:
@@ -80,7 +83,7 @@ def new_stream(model, policy, cfg, batch: int, seed: int, device: str) -> Stream
 def ms_per_frame(model, policy, cfg, text: torch.Tensor, device: str) -> tuple[float, float]:
     """Milliseconds per frame of one stream: over ``fps_frames`` just after the first horizon (the
     cache has filled) and over the last ``fps_frames`` of a 10-horizon rollout (flat cost: equal)."""
-    host, frames = model.cfg, max(int(n) for n in cfg.eval.lengths) * int(cfg.horizon)
+    host, frames = model.cfg, 10 * int(cfg.horizon)
     span = max(1, int(cfg.eval.fps_frames) // host.chunk)
     start = int(cfg.horizon) // host.chunk
     stamps = []
@@ -101,7 +104,7 @@ def evaluate_row(row: str, method, model, cfg, ref: Reference, device: str, run:
 
 def _evaluate_row(method, model, cfg, ref: Reference, device: str) -> dict:
     text, colours = prompts(cfg)
-    horizon, lengths = int(cfg.horizon), [int(n) for n in cfg.eval.lengths]
+    horizon, lengths = int(cfg.horizon), [int(n) for n in method.get("lengths", cfg.eval.lengths)]
     frames = max(lengths) * horizon
     policy = row_policy(method, model.cfg, horizon)
     stream = new_stream(model, policy, cfg, len(text), int(cfg.eval.seed), device)
@@ -116,6 +119,7 @@ def _evaluate_row(method, model, cfg, ref: Reference, device: str) -> dict:
     out["frames_seen"] = float(policy.sink_frames + policy.window_frames - 1 + model.cfg.chunk)
     out["per_frame_validity"] = validity
     out["drift_per_prompt"] = np.array([s["drift"] for s in scores])
+    out["dynamic_per_prompt"] = np.array([s["dynamic"] for s in scores])
     out["strip"] = video[0, :32]
     return out
 
@@ -188,8 +192,11 @@ def reproduce(cfg, run: Run) -> None:
         if "self_forcing" in results:
             for other in (r for r in ("teacher_forcing", "diffusion_forcing") if r in results):
                 arrays[f"claim/self_forcing_minus_{other}/drift"] = np.array(paired(results, "self_forcing", other, "drift_per_prompt"))
-        if "sink_window" in results and "short_window" in results:
-            arrays["claim/sink_window_minus_short_window/drift"] = np.array(paired(results, "sink_window", "short_window", "drift_per_prompt"))
+        for row, other in (("sink_window", "short_window"), ("deep_sink", "rolling"), ("deep_sink", "shallow_sink"), ("deep_sink", "deep_sink_unaligned")):
+            if row in results and other in results:
+                arrays[f"claim/{row}_minus_{other}/drift"] = np.array(paired(results, row, other, "drift_per_prompt"))
+        if "deep_sink" in results and "rolling" in results:
+            arrays["claim/deep_sink_minus_rolling/dynamic"] = np.array(paired(results, "deep_sink", "rolling", "dynamic_per_prompt"))
         for other in (r for r in ("switch_keep", "switch_clear") if r in results and "switch_recache" in results):
             arrays[f"claim/switch_recache_minus_{other}/delays"] = np.array(paired(results, "switch_recache", other, "delays"))
         np.savez_compressed(tmp, **arrays)
