@@ -23,12 +23,14 @@
 # streaming core's `KVCache` and trained on procedural clips whose objects a colour detector reads
 # back (`shared/procedural`).
 #
-# **Table `self_forcing` (this notebook, so far).** Three students with the same architecture,
-# initialisation (a bidirectional teacher trained first) and 4-step sampler: **teacher forcing**
-# (clean context), **diffusion forcing** (independently noised chunks), **self forcing** (its own
-# KV-cached rollouts, a distribution-matching loss against the teacher). Each streams the same
-# held-out prompts for 10x its 16-frame training length with a rolling window of frames.
-# The LongLive, Deep Forcing and StreamDiffusionV2 tables are not built yet (see the README).
+# **Tables.** `self_forcing`: three students with the same architecture, initialisation (a
+# bidirectional teacher trained first) and 4-step sampler: **teacher forcing** (clean context),
+# **diffusion forcing** (independently noised chunks), **self forcing** (its own KV-cached rollouts,
+# a distribution-matching loss against the teacher); each streams the same held-out prompts for 10x
+# its 16-frame training length with a rolling window of frames. `longlive`: the self-forcing student
+# under LongLive's short window with and without a frame sink; `longlive_switch`: a prompt switch
+# with the cache kept, cleared or re-cached; `deep_forcing`: deep sink (re-aligned or not) against a
+# rolling window and a shallow sink at 12x the training length. StreamDiffusionV2 is not built yet.
 
 # %% tags=["parameters"]
 import os
@@ -70,21 +72,48 @@ arrays = np.load(shown.file("arrays.npz"))
 # `ms_per_frame`: one stream in steady state on this machine.
 
 # %%
-METRICS = ["validity_1x", "validity_4x", "validity_10x", "drift_10x", "dynamic_10x", "boundary_jump", "ms_per_frame"]
-table = pd.DataFrame({m: [value.get(("self_forcing", r, m), np.nan) for r in rows] for m in METRICS}, index=rows)
-display(table.round(3))
+def table_of(name):
+    names = list(dict.fromkeys(ours[ours.table == name].row))
+    metrics = list(dict.fromkeys(ours[ours.table == name].metric))
+    return pd.DataFrame({m: [value.get((name, r, m), np.nan) for r in names] for m in metrics}, index=names)
+
+
+display(table_of("self_forcing").round(3))
 
 # %% [markdown]
-# ## The claim: self forcing piles up less error over long rollouts
-# Drift paired by prompt (same prompts, same noise), self forcing minus each baseline, with its
-# standard error over prompts: met only when the difference is below -2 s.e. (one training seed).
+# ## LongLive: a frame sink inside a short window, and what to do with the cache at a prompt switch
+# `frames_seen`: frames a chunk attends to (the attention cost); `ms_per_frame` just after the first
+# 16 frames and `ms_per_frame_last` over the last 16 of 160 (flat cost: equal). At the switch
+# (frame 48 of 96, object 0 changes colour): `frames_to_follow` until the detector sees the new prompt
+# for two frames in a row (censored at the 48 frames left), `followed` the share of prompts that did,
+# `switch_jump` the pixel change across the switch over the clip's median change per frame.
+
+# %%
+display(table_of("longlive").round(3))
+display(table_of("longlive_switch").round(3))
+display(Image(filename=str(shown.figure("switch_strip"))))
+
+# %% [markdown]
+# ## Deep Forcing: deep sink at 12x the training length
+# Training-free on the self-forcing student: 8 of the 16 frames a chunk sees are the first frames,
+# their RoPE positions moved to sit just before the window (`deep_sink`) or left where they were
+# (`deep_sink_unaligned`), against a rolling window and a 2-frame shallow sink.
+
+# %%
+display(table_of("deep_forcing").round(3))
+
+# %% [markdown]
+# ## The claims, paired by prompt
+# Each difference is row minus baseline on the same prompts and noise, with its standard error over
+# prompts (one training seed): "lower" / "higher" only beyond 2 s.e., else not resolved. Drift and
+# frames to follow: lower is better; motion (dynamic): higher is better.
 
 # %%
 claims = []
 for key in (k for k in arrays.files if k.startswith("claim/")):
     mean, se = arrays[key]
-    verdict = "met" if mean < -2 * se else ("contradicted" if mean > 2 * se else "not resolved")
-    claims.append({"comparison": key.split("/")[1].replace("_minus_", " minus "), "drift difference": round(float(mean), 3),
+    verdict = "lower" if mean < -2 * se else ("higher" if mean > 2 * se else "not resolved")
+    claims.append({"comparison": key.split("/")[1].replace("_minus_", " minus "), "metric": key.split("/")[2], "difference": round(float(mean), 3),
                    "s.e.": round(float(se), 3), "verdict": verdict})
 display(pd.DataFrame(claims))
 
