@@ -24,8 +24,8 @@ SPEC = ExperimentSpec(
             higher_is_better=True,
         ),
         "longlive": Table(
-            title="LongLive's cache policies on the self-forcing student: full window, short window, short window + frame sink (same budget)",
-            rows=("full_window", "short_window", "sink_window"),
+            title="LongLive's cache policies on the self-forcing student: full window, short window, short window + frame sink (same budget), and the sink row after streaming long tuning",
+            rows=("full_window", "short_window", "sink_window", "sink_window_long_tuned"),
             metrics=("validity_1x", "validity_4x", "validity_10x", "drift_10x", "dynamic_10x", "boundary_jump", "ms_per_frame", "ms_per_frame_last", "frames_seen"),
             headline="validity_10x",
             higher_is_better=True,

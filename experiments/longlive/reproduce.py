@@ -32,20 +32,30 @@ from shared.streaming import DeepSink, FrameSink
 from .stream import Stream, sigmas_for
 from .train import host_config, train
 
-STUDENTS = ("teacher_forcing", "diffusion_forcing", "self_forcing")
+STUDENTS = ("teacher_forcing", "diffusion_forcing", "self_forcing", "long_tuned")
 
 
 def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, dict]:
-    """The teacher (always: every student starts from it, self forcing also scores against it) and the students the rows need."""
+    """The teacher (always: every student starts from it, self forcing also scores against it), the
+    students the rows need, and long tuning from the self-forcing student and its critic."""
+    from shared.io import load_checkpoint
+
     log = lambda name: (lambda m, step: run.logger.log(m, step=step, scope=f"train/{name}"))  # noqa: E731
     t = cfg.train
     teacher, summary = train(cfg, "teacher", int(t.teacher_steps), run.checkpoint_path("model_teacher"), log=log("teacher"), device=device)
     models, summaries = {"teacher": teacher}, {"teacher": summary}
-    for name in STUDENTS:
+    if "long_tuned" in needed:
+        needed = needed | {"self_forcing"}
+    for name in ("teacher_forcing", "diffusion_forcing", "self_forcing"):
         if name in needed:
             steps = int(t.sf_steps if name == "self_forcing" else t.student_steps)
             models[name], summaries[name] = train(cfg, name, steps, run.checkpoint_path(f"model_{name}"), init=teacher.state_dict(),
                                                   teacher=teacher if name == "self_forcing" else None, log=log(name), device=device)
+    if "long_tuned" in needed:
+        critic = load_checkpoint(run.checkpoint_path("model_self_forcing"), device)["critic"]
+        models["long_tuned"], summaries["long_tuned"] = train(cfg, "long_tuned", int(t.long_steps), run.checkpoint_path("model_long_tuned"),
+                                                              init=models["self_forcing"].state_dict(), teacher=teacher, log=log("long_tuned"),
+                                                              device=device, init_critic=critic)
     return models, summaries
 
 
@@ -192,7 +202,7 @@ def reproduce(cfg, run: Run) -> None:
         if "self_forcing" in results:
             for other in (r for r in ("teacher_forcing", "diffusion_forcing") if r in results):
                 arrays[f"claim/self_forcing_minus_{other}/drift"] = np.array(paired(results, "self_forcing", other, "drift_per_prompt"))
-        for row, other in (("sink_window", "short_window"), ("deep_sink", "rolling"), ("deep_sink", "shallow_sink"), ("deep_sink", "deep_sink_unaligned")):
+        for row, other in (("sink_window", "short_window"), ("sink_window_long_tuned", "sink_window"), ("deep_sink", "rolling"), ("deep_sink", "shallow_sink"), ("deep_sink", "deep_sink_unaligned")):
             if row in results and other in results:
                 arrays[f"claim/{row}_minus_{other}/drift"] = np.array(paired(results, row, other, "drift_per_prompt"))
         if "deep_sink" in results and "rolling" in results:

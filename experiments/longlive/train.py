@@ -12,6 +12,12 @@
   the exit forwards only; a whole-clip DMD loss against the teacher (real score, guided) and a
   critic (fake score, a trainable copy of the teacher trained by flow matching on the student's
   rollouts), critic every iteration and the generator every ``generator_every``-th.
+- ``long_tuned`` (LongLive's streaming long tuning, brief 2.3, simplified): the self-forcing student
+  and its critic go on training on rollouts of ``train.long_frames`` frames streamed with the
+  inference policy (``train.long_policy``: frame sink + short window); only the last horizon-length
+  window carries gradient and is scored by DMD and the critic (the teacher's horizon). LongLive also
+  keeps one sequence alive across optimizer steps and switches prompts inside it; here each
+  iteration starts a new sequence and keeps one prompt (stated in the README).
 
 Every batch is a pure function of (seed, step, example index), so a resumed run sees the same
 batches; checkpoints are written atomically and a run resumes from its last one.
@@ -37,7 +43,7 @@ from shared.streaming import Full
 from .model import CausalVideoDiT, DenseAttention, HostConfig
 from .stream import Stream, warp
 
-KINDS = ("teacher", "diffusion_forcing", "teacher_forcing", "self_forcing")
+KINDS = ("teacher", "diffusion_forcing", "teacher_forcing", "self_forcing", "long_tuned")
 
 
 def host_config(cfg) -> HostConfig:
@@ -122,13 +128,15 @@ def x0_of(model: CausalVideoDiT, noisy: torch.Tensor, sigma: torch.Tensor, text:
 
 
 def rollout(student: CausalVideoDiT, text: torch.Tensor, frames: int, generator: torch.Generator, exit_step: int | None, grad: bool,
-            sigmas: list[float]) -> torch.Tensor:
-    """Self Forcing's training rollout: the inference ``Stream`` over the horizon with a full cache,
-    every chunk stopped at ``exit_step`` (its x0 is the chunk's output)."""
-    stream = Stream(student, Full(frames * student.cfg.tokens_per_frame), batch=len(text), generator=generator, sigmas=sigmas,
-                    dtype=next(student.parameters()).dtype, device=text.device)
-    chunks = [stream.next_chunk(text, exit_step=exit_step, grad=grad) for _ in range(frames // student.cfg.chunk)]
-    return torch.cat(chunks, dim=1)
+            sigmas: list[float], policy=None, keep_last: int | None = None) -> torch.Tensor:
+    """Self Forcing's training rollout: the inference ``Stream`` (a full cache, or ``policy``), every
+    chunk stopped at ``exit_step`` (its x0 is the chunk's output). ``keep_last``: return only the last
+    frames, the only ones run with gradient (long tuning: earlier chunks are context)."""
+    policy = policy or Full(frames * student.cfg.tokens_per_frame)
+    stream = Stream(student, policy, batch=len(text), generator=generator, sigmas=sigmas, dtype=next(student.parameters()).dtype, device=text.device)
+    first_kept = frames - (keep_last or frames)
+    chunks = [stream.next_chunk(text, exit_step=exit_step, grad=grad and c * student.cfg.chunk >= first_kept) for c in range(frames // student.cfg.chunk)]
+    return torch.cat(chunks, dim=1)[:, first_kept:]
 
 
 def dmd_loss(video: torch.Tensor, teacher: CausalVideoDiT, critic: CausalVideoDiT, text: torch.Tensor, generator: torch.Generator,
@@ -172,21 +180,35 @@ def load_model(path: Path, host: HostConfig, kind: str, device="cpu") -> CausalV
     return model.eval()
 
 
+def long_policy(cfg, host: HostConfig):
+    """The inference policy long tuning streams with (LongLive trains with the window it serves with)."""
+    from shared.streaming import FrameSink
+
+    p = cfg.train.long_policy
+    return FrameSink(host.tokens_per_frame, sink_frames=int(p.sink_frames), window_frames=int(p.window_frames))
+
+
 def train(cfg, kind: str, steps: int, checkpoint: Path | None, init: dict | None = None, teacher: CausalVideoDiT | None = None,
-          log: Callable[[dict, int], None] | None = None, device: str = "cpu") -> tuple[CausalVideoDiT, dict]:
-    """Train one row's model for ``steps`` iterations (self forcing: critic iterations); resumes
-    from ``checkpoint`` when it exists. Returns the model and {loss_first, loss_last, seconds, steps}."""
-    if kind not in KINDS or (kind == "self_forcing" and teacher is None):
-        raise ValueError(f"train kind must be one of {KINDS} (self_forcing with a teacher); got {kind!r}")
+          log: Callable[[dict, int], None] | None = None, device: str = "cpu", init_critic: dict | None = None) -> tuple[CausalVideoDiT, dict]:
+    """Train one row's model for ``steps`` iterations (self forcing, long tuning: critic iterations);
+    resumes from ``checkpoint`` when it exists. Returns the model and {loss_first, loss_last, seconds, steps}.
+    ``init_critic``: the critic's starting weights (long tuning continues self forcing's critic)."""
+    if kind not in KINDS or (kind in ("self_forcing", "long_tuned") and teacher is None):
+        raise ValueError(f"train kind must be one of {KINDS} (self_forcing and long_tuned with a teacher); got {kind!r}")
     host, t = host_config(cfg), cfg.train
     torch.manual_seed(int(cfg.trainer.seed))
     model = CausalVideoDiT(host).to(device)
     if init is not None:
         model.load_state_dict(init)
-    sf = kind == "self_forcing"
+    sf = kind in ("self_forcing", "long_tuned")
     lr = float(t.sf_lr if sf else t.lr)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.0, 0.999) if sf else (0.9, 0.99), weight_decay=0.0)
     critic = copy.deepcopy(teacher).train() if sf else None
+    if init_critic is not None:
+        critic.load_state_dict(init_critic)
+    long = kind == "long_tuned"
+    frames, policy = (int(t.long_frames), long_policy(cfg, host)) if long else (int(cfg.horizon), None)
+    keep = int(cfg.horizon) if long else None
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=float(t.critic_lr), betas=(0.0, 0.999)) if sf else None
     start, history, seconds = 0, [], 0.0
     if checkpoint is not None and checkpoint.is_file():
@@ -218,7 +240,7 @@ def train(cfg, kind: str, steps: int, checkpoint: Path | None, init: dict | None
         else:
             exit_step = int(torch.randint(len(sigmas), (1,), generator=generator))  # one exit step for every chunk
             with torch.no_grad():
-                fake_video = rollout(model, text, int(cfg.horizon), generator, exit_step, False, sigmas)
+                fake_video = rollout(model, text, frames, generator, exit_step, False, sigmas, policy, keep)
             loss_critic = critic_loss(critic, fake_video, text, generator, shift)
             critic_opt.zero_grad(set_to_none=True)
             loss_critic.backward()
@@ -226,7 +248,7 @@ def train(cfg, kind: str, steps: int, checkpoint: Path | None, init: dict | None
             critic_opt.step()
             loss = loss_critic
             if step % every == 0:
-                video_g = rollout(model, text, int(cfg.horizon), generator, exit_step, True, sigmas)
+                video_g = rollout(model, text, frames, generator, exit_step, True, sigmas, policy, keep)
                 loss_g = dmd_loss(video_g, teacher, critic, text, generator, shift, float(t.guidance))
                 opt.zero_grad(set_to_none=True)
                 loss_g.backward()

@@ -148,3 +148,22 @@ def test_the_first_iteration_already_updates_the_generator():
     teacher, _ = train(cfg, "teacher", 1, None)
     student, _ = train(cfg, "self_forcing", 1, None, init=teacher.state_dict(), teacher=teacher)
     assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters()))
+
+
+def test_long_tuning_streams_past_the_horizon_with_the_serving_policy_and_scores_the_last_window():
+    from ..train import long_policy, rollout
+
+    cfg = tiny_cfg(long_frames=8, long_policy={"sink_frames": 1, "window_frames": 2})
+    host = host_config(cfg)
+    model = randomised(host, 4).float()
+    text = torch.tensor([[1, 7, 0, 0]])
+    policy = long_policy(cfg, host)
+    tail = rollout(model, text, 8, torch.Generator().manual_seed(0), 3, True, [1.0, 0.9, 0.8, 0.6], policy, keep_last=4)
+    whole = rollout(model, text, 8, torch.Generator().manual_seed(0), 3, False, [1.0, 0.9, 0.8, 0.6], policy)
+    assert tail.shape[1] == 4 and tail.requires_grad and torch.allclose(tail.detach(), whole[:, 4:])  # the same stream, last window kept
+    full_cache = rollout(model, text, 8, torch.Generator().manual_seed(0), 3, False, [1.0, 0.9, 0.8, 0.6])
+    assert not torch.allclose(whole[:, 4:], full_cache[:, 4:], atol=1e-5)  # the policy is the one streaming
+    teacher, _ = train(cfg, "teacher", 1, None)
+    sf, _ = train(cfg, "self_forcing", 1, None, init=teacher.state_dict(), teacher=teacher)
+    tuned, _ = train(cfg, "long_tuned", 1, None, init=sf.state_dict(), teacher=teacher)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.parameters(), sf.parameters()))
