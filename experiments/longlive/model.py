@@ -99,7 +99,13 @@ class DenseAttention(Attention):
 class CachedAttention(Attention):
     """One chunk against per-layer caches. ``write=False``: a denoising step (the chunk's keys are
     seen, not stored); ``write=True``: the context pass, which stores them (and lets the policy evict).
-    RoPE positions come from the policy (stream positions, or Deep Forcing's re-aligned sink)."""
+    RoPE positions come from the policy (stream positions, or Deep Forcing's re-aligned sink).
+
+    Scoring policies (Deep Forcing's participative compression) get, at each context pass, the
+    attention mass the chunk's clean queries gave every cached slot: the "recent queries" whose
+    attention decides which frames the next chunk keeps. Deep Forcing scores with the current
+    chunk's first-step queries plus one frame of the previous context pass; here the previous
+    context pass's queries (the same idea one step earlier, no extra pass)."""
 
     def __init__(self, caches: list[KVCache], rope: Rope3D, write: bool):
         self.caches, self.rope, self.write = caches, rope, write
@@ -109,6 +115,10 @@ class CachedAttention(Attention):
         view = cache.update(k, v) if self.write else cache.peek(k, v)
         kv_rope, q_rope = rope_positions(cache.policy, view.kv_pos, view.q_pos)
         q, keys = self.rope.apply(q, q_rope), self.rope.apply(view.k, kv_rope)
+        if self.write and getattr(cache.policy, "needs_scores", False):
+            probs = torch.softmax((q @ keys.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
+            cache.score[: len(view.kv_pos)] = probs.sum(dim=(0, 1, 2)).to(cache.score.dtype)  # replaced, not accumulated: recent queries only
+            return probs @ view.v
         return F.scaled_dot_product_attention(q, keys, view.v)  # the view is exactly what the chunk sees
 
 

@@ -27,7 +27,7 @@ from shared.procedural import COLOURS, VOCAB, Reference, boundary_jump, frame_ju
 from shared.procedural.figures import figure_drift, figure_strip
 from shared.runs import Run
 from shared.runtime import resolve_device
-from shared.streaming import DeepSink, FrameSink
+from shared.streaming import DeepSink, FrameSink, ParticipativeCompression
 
 from .stream import Stream, sigmas_for
 from .train import host_config, train
@@ -76,12 +76,18 @@ def row_policy(method, host, horizon: int):
     the sink's RoPE positions to sit just before the oldest window frame (Deep Forcing). Refused if a
     chunk would see more frames than training showed (relative RoPE offsets the model never met)."""
     sinks, window, kind = int(method.policy.sink_frames), int(method.policy.window_frames), str(method.policy.get("kind", "frame_sink"))
+    if kind == "compressed":  # participative compression: sinks, the newest recent_frames, the most attended others, budget_frames kept
+        budget, recent = int(method.policy.budget_frames), int(method.policy.recent_frames)
+        if budget + host.chunk > horizon or sinks + recent > budget:
+            raise ConfigError(f"method.policy: a compression budget of {budget} frames + chunk {host.chunk} must fit the horizon {horizon} "
+                              f"and hold sink {sinks} + recent {recent}")
+        return ParticipativeCompression(host.tokens_per_frame, budget_frames=budget, recent_frames=recent, sink_frames=sinks)
     seen = sinks + window - 1 + host.chunk
     if seen > horizon or window < 1 or sinks < 0:
         raise ConfigError(f"method.policy: sink {sinks} + window {window} - 1 + chunk {host.chunk} = {seen} frames seen at once; "
                           f"at most the training horizon {horizon}")
     if kind not in ("frame_sink", "deep_sink"):
-        raise ConfigError(f"method.policy.kind must be frame_sink or deep_sink (got {kind!r})")
+        raise ConfigError(f"method.policy.kind must be frame_sink, deep_sink or compressed (got {kind!r})")
     return (DeepSink if kind == "deep_sink" else FrameSink)(host.tokens_per_frame, sink_frames=sinks, window_frames=window)
 
 
@@ -126,7 +132,8 @@ def _evaluate_row(method, model, cfg, ref: Reference, device: str) -> dict:
             f"dynamic_{max(lengths)}x": float(np.mean([s["dynamic"] for s in scores])),
             "boundary_jump": float(np.mean([boundary_jump(v, model.cfg.chunk) for v in video]))}
     out["ms_per_frame"], out["ms_per_frame_last"] = ms_per_frame(model, policy, cfg, text.to(device), device)
-    out["frames_seen"] = float(policy.sink_frames + policy.window_frames - 1 + model.cfg.chunk)
+    kept = policy.budget_frames if isinstance(policy, ParticipativeCompression) else policy.sink_frames + policy.window_frames - 1
+    out["frames_seen"] = float(kept + model.cfg.chunk)
     out["per_frame_validity"] = validity
     out["drift_per_prompt"] = np.array([s["drift"] for s in scores])
     out["dynamic_per_prompt"] = np.array([s["dynamic"] for s in scores])
@@ -202,7 +209,8 @@ def reproduce(cfg, run: Run) -> None:
         if "self_forcing" in results:
             for other in (r for r in ("teacher_forcing", "diffusion_forcing") if r in results):
                 arrays[f"claim/self_forcing_minus_{other}/drift"] = np.array(paired(results, "self_forcing", other, "drift_per_prompt"))
-        for row, other in (("sink_window", "short_window"), ("sink_window_long_tuned", "sink_window"), ("deep_sink", "rolling"), ("deep_sink", "shallow_sink"), ("deep_sink", "deep_sink_unaligned")):
+        for row, other in (("sink_window", "short_window"), ("sink_window_long_tuned", "sink_window"), ("deep_sink", "rolling"), ("deep_sink", "shallow_sink"), ("deep_sink", "deep_sink_unaligned"),
+                           ("compressed", "deep_sink")):
             if row in results and other in results:
                 arrays[f"claim/{row}_minus_{other}/drift"] = np.array(paired(results, row, other, "drift_per_prompt"))
         if "deep_sink" in results and "rolling" in results:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from shared.streaming import DeepSink, FrameSink, Full, Rope3D
+from shared.streaming import DeepSink, FrameSink, Full, ParticipativeCompression, Rope3D
 
 from ..model import CachedAttention, CausalVideoDiT, DenseAttention, HostConfig, new_caches
 from ..stream import Stream, sigmas_for
@@ -206,3 +206,29 @@ def test_deep_sink_attention_uses_realigned_sink_positions_exactly():
     logits = rope.apply(q, torch.arange(8 * tpf, 10 * tpf)) @ rope.apply(keys[:, :, tokens], positions).transpose(-1, -2) / math.sqrt(d)
     expected = torch.softmax(logits, dim=-1) @ values[:, :, tokens]
     assert torch.allclose(out, expected, atol=1e-12)
+
+
+def test_participative_compression_keeps_the_frames_the_last_context_pass_attended_most():
+    """At each context pass the chunk's queries' attention mass per cached slot becomes the score
+    (brute force here in float64); the next chunk keeps the sink, the newest frame and the
+    most-attended other frames up to the budget, and the kept frames are renumbered contiguously."""
+    tpf, heads, d = CFG.tokens_per_frame, CFG.heads, CFG.head_dim
+    policy = ParticipativeCompression(tpf, budget_frames=4, recent_frames=1, sink_frames=1)
+    cache = new_caches(CFG, policy, batch=1, dtype=torch.float64)[0]
+    write = CachedAttention([cache], CFG.rope(), write=True)
+    torch.manual_seed(0)
+    for _ in range(3):  # frames 0-5: six frames cached, over the budget of four
+        q, k, v = torch.randn(3, 1, heads, CFG.chunk * tpf, d, dtype=torch.float64)
+        write(0, q, k, v)
+    keys = CFG.rope().apply(cache.k[:, :, : cache.length], cache.pos[: cache.length])
+    probs = torch.softmax(CFG.rope().apply(q, cache.pos[4 * tpf : 6 * tpf]) @ keys.transpose(-1, -2) / math.sqrt(d), dim=-1)
+    mass = probs.sum(dim=(0, 1, 2))
+    assert torch.allclose(cache.score[: cache.length].double(), mass, atol=1e-5)
+    per_frame = mass.reshape(6, tpf).sum(dim=1)
+    top_two = sorted((1 + torch.argsort(per_frame[1:5], descending=True)[:2]).tolist())  # candidates: frames 1-4 (not the sink 0, not the newest 5)
+    q, k, v = torch.randn(3, 1, heads, CFG.chunk * tpf, d, dtype=torch.float64)
+    write(0, q, k, v)
+    kept = torch.unique(cache.pos[: cache.length] // tpf).tolist()
+    assert kept == [0, *top_two, 5, 6, 7]
+    kv_rope, q_rope = policy.rope_positions(cache.pos[: cache.length], cache.pos[cache.length - CFG.chunk * tpf : cache.length], None)
+    assert torch.equal(kv_rope, torch.arange(6 * tpf))  # kept frames renumbered 0..5, the gaps closed
