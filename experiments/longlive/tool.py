@@ -198,23 +198,21 @@ def generate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def generate_main(argv: list[str]) -> int:
-    args = generate_parser().parse_args(argv)
+def _one_line_errors(work, *args) -> int:
+    """Run a tool; a user's mistake (a ``StreamlabError``) is one line on stderr and exit code 2."""
     try:
-        generate(args)
+        work(*args)
     except StreamlabError as err:
         print(f"longlive: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     return 0
+
+
+def generate_main(argv: list[str]) -> int:
+    return _one_line_errors(generate, generate_parser().parse_args(argv))
 
 
 def ship_main(argv: list[str]) -> int:
     p = _Parser(prog="python -m experiments.longlive ship", description="Make a run's self-forcing student the generate tool's default.")
     p.add_argument("run", type=Path)
-    args = p.parse_args(argv)
-    try:
-        print(f"longlive ship: {ship(args.run)}")
-    except StreamlabError as err:
-        print(f"longlive: error: {err}", file=sys.stderr)
-        return USAGE_ERROR
-    return 0
+    return _one_line_errors(lambda run: print(f"longlive ship: {ship(run)}"), p.parse_args(argv).run)
