@@ -69,3 +69,14 @@ def test_ship_refuses_a_run_on_uncommitted_changes(tmp_path):
     (tmp_path / "provenance.json").write_text(json.dumps({"git": {"dirty": True, "sha": "x"}}))
     with pytest.raises(DataError, match="uncommitted"):
         ship(tmp_path, tmp_path / "w.pt")
+
+
+def test_the_shipped_student_streams_out_of_the_box(tmp_path):
+    """No --checkpoint: the shipped self-forcing student (weights/, with its provenance) is used."""
+    from ..tool import SHIPPED
+
+    assert SHIPPED.is_file() and json.loads(SHIPPED.with_suffix(".json").read_text())["commit"]
+    out = tmp_path / "v.npy"
+    assert generate_main(["--prompt", "red", "circle", "--frames", "8", "--out", str(out), "--quiet"]) == 0
+    video = np.load(out)
+    assert video.shape == (8, 3, 16, 16) and video.std() > 0.1  # a trained model draws something, not a flat field
