@@ -174,8 +174,11 @@ def gpu_results(results_dir: str | os.PathLike):
 
 
 def clean_outputs(path: str | os.PathLike) -> bool:
-    """Strip what a saved notebook should not carry: stderr streams (progress-bar frames, warnings)
-    and this machine's paths (the repository root becomes ``<repo>``). True when it changed."""
+    """Strip what a saved notebook should not carry: stderr streams (progress-bar frames, warnings),
+    this machine's paths (the repository root becomes ``<repo>``) and embedded images (the figures
+    are committed beside the notebook in ``results/`` and the notebook redraws them in seconds; as
+    base64 they doubled their size and the repository travels to a lent GPU within 64 MiB, wheels
+    included). Text outputs (tables, printed numbers) stay. True when it changed."""
     import nbformat
 
     from .paths import REPO_ROOT
@@ -190,6 +193,8 @@ def clean_outputs(path: str | os.PathLike) -> bool:
         for output in cell.outputs:
             if output.output_type == "stream":
                 output.text = output.text.replace(str(REPO_ROOT), "<repo>")
+            for kind in [k for k in output.get("data", {}) if k.startswith("image/")]:
+                del output.data[kind]
             for kind, value in output.get("data", {}).items():
                 if isinstance(value, str) and not kind.startswith("image/"):
                     output.data[kind] = value.replace(str(REPO_ROOT), "<repo>")

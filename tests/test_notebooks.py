@@ -109,7 +109,7 @@ def test_committed_notebooks_carry_no_progress_frames_or_machine_paths(notebook)
     assert str(REPO_ROOT) not in text and "/root/" not in text and "/home/" not in text
 
 
-def test_cleaning_strips_stderr_and_paths(tmp_path):
+def test_cleaning_strips_stderr_paths_and_embedded_images(tmp_path):
     from shared.notebook import clean_outputs
     from shared.paths import REPO_ROOT
 
@@ -119,7 +119,9 @@ def test_cleaning_strips_stderr_and_paths(tmp_path):
                     nbformat.v4.new_output("stream", name="stdout", text=f"run: {REPO_ROOT}/outputs/x\\n")]
     nb.cells.append(cell)
     path = tmp_path / "n.ipynb"
+    cell.outputs.append(nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=" * 1000, "text/plain": "<Figure>"}))
     nbformat.write(nb, path)
     assert clean_outputs(path) and not clean_outputs(path)
-    (out,) = nbformat.read(path, as_version=4).cells[0].outputs
+    out, figure = nbformat.read(path, as_version=4).cells[0].outputs
     assert out.text == "run: <repo>/outputs/x\\n"
+    assert dict(figure.data) == {"text/plain": "<Figure>"}  # the image is in results/, not base64 in the notebook

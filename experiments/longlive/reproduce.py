@@ -204,7 +204,8 @@ def reproduce(cfg, run: Run) -> None:
         if not run.has_row(tables[row], row):
             run.add_results(tables[row], row, {k: v for k, v in results[row].items() if np.isscalar(v)})
     with atomic_path(run.dir / "arrays.npz") as tmp:
-        arrays = {f"{row}/{key}": value for row in rows for key, value in results[row].items() if not np.isscalar(value)}
+        # per-prompt arrays in float32; the frame strips are drawn into strip.png, not stored twice
+        arrays = {f"{row}/{key}": np.asarray(value, np.float32) for row in rows for key, value in results[row].items() if not np.isscalar(value) and key != "strip"}
         arrays |= {f"train/{name}/{k}": np.array(v) for name, s in summaries.items() for k, v in s.items()}
         if "self_forcing" in results:
             for other in (r for r in ("teacher_forcing", "diffusion_forcing") if r in results):

@@ -165,10 +165,12 @@ def ship(run: Path, dest: Path = SHIPPED) -> Path:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     state = load_checkpoint(source, "cpu")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(dest, {"model": {k: v.to(torch.float32) for k, v in state["model"].items()}, "host": state["host"], "kind": state["kind"],
+    # float16 halves what the repository carries (1.6 -> 0.8 MB); load() computes in float32
+    atomic_torch_save(dest, {"model": {k: v.to(torch.float16) for k, v in state["model"].items()}, "host": state["host"], "kind": state["kind"],
                              "horizon": int(cfg["horizon"]), "sampler": cfg["sampler"]})
     meta = {"from_run": run.name, "commit": provenance["git"]["sha"], "command": provenance["command"], "date": provenance["date"],
-            "training_steps": state["step"], "data": "procedural clips (shared/procedural), training seeds (trainer.seed, step, example)"}
+            "training_steps": state["step"], "data": "procedural clips (shared/procedural), training seeds (trainer.seed, step, example)",
+            "dtype": "float16 (the run's float32 weights, rounded; generate computes in float32)"}
     shutil.copyfile(run / "results.csv", dest.with_suffix(".results.csv"))
     dest.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     return dest
