@@ -80,10 +80,10 @@ class Clip:
         return out
 
 
-def _check_switches(switches: list[Switch], colours: list[str], shapes: list[str], frames: int) -> None:
+def _check_switches(switches: list[Switch], objects: int, frames: int) -> None:
     """One line per mistake: a switch outside the clip, an unknown word, an object that does not
-    exist, an entering object without both words, or two objects of one colour at once."""
-    objects = len(colours)
+    exist, an entering object without both words, a switch that changes nothing (two objects of one
+    colour at once are refused in ``make_clip``, which knows every frame's colours)."""
     for sw in switches:
         if not 1 <= sw.frame < frames:
             raise ValueError(f"a switch at frame {sw.frame} is outside the clip's frames 1..{frames - 1}")
@@ -127,7 +127,7 @@ def make_clip(rng: np.random.Generator, frames: int = 16, size: int = 32, object
         raise ValueError(f"{objects} objects need {objects} colours and shapes (got {colours}, {shapes})")
     tokens(colours + shapes, 2 * objects)  # unknown words: one clear error
     switches = sorted(switches, key=lambda sw: sw.frame)
-    _check_switches(switches, colours, shapes, frames)
+    _check_switches(switches, objects, frames)
     entering = [sw for sw in switches if sw.index == objects]
     if len(entering) > 1:
         raise ValueError("at most one new object may enter a clip")
