@@ -13,7 +13,7 @@ SPEC = ExperimentSpec(
     tables={
         "queen": Table(
             title="held-out-camera quality, size from bytes on disk (first frame amortised) and speed",
-            rows=("queen", "float_gated", "retrain", "no_update", "no_gate", "no_mask", "no_quant"),
+            rows=("queen", "float_gated", "retrain", "no_update", "no_gate", "no_mask", "no_quant", "no_quant_scale"),
             metrics=("psnr", "ssim", "mb_per_frame", "mb_per_frame_estimate", "mb_per_residual_frame", "train_seconds_per_frame", "render_fps"),
             headline="mb_per_frame",
             higher_is_better=False,

@@ -265,7 +265,7 @@ class StreamDecoder:
                     raise BitstreamError(f"{where}: densification record for {len(p['children'])} Gaussians but the decoded scene has {len(prev)}")
                 rows = torch.cat([torch.nonzero(~p["removed"])[:, 0], torch.repeat_interleave(torch.arange(len(prev)), p["children"].long())])
                 prev = prev.index(rows)
-                rest_symbols = rest_symbols[rows] if "f_dc_symbols" in p else None  # float rows keep f_rest as floats
+                rest_symbols = rest_symbols[rows] if "f_rest_symbol_delta" in p else None  # float rows keep f_rest as floats
             if n != len(prev):
                 raise BitstreamError(f"{where}: it describes {n} Gaussians but the decoded scene has {len(prev)}")
             open_ = p["gate_open"]
@@ -274,14 +274,16 @@ class StreamDecoder:
             offset = torch.zeros_like(prev.xyz)
             offset[open_] = p["xyz_offset"]
             xyz = prev.xyz + offset
-            if "f_dc_symbols" in p:
+            if "f_rest_symbol_delta" in p:  # quantized: integer latents, or float32 residuals for an unquantised attribute
                 dec = p["decoders"]
                 self.rest_symbols = rest_symbols + p["f_rest_symbol_delta"]
+
+                def residual(k, width):
+                    return _decode(p[f"{k}_symbols"], dec[k], width) if f"{k}_symbols" in p else p[f"{k}_delta"]
+
                 self.state = Gaussians(
-                    xyz, prev.f_dc + _decode(p["f_dc_symbols"], dec["f_dc"], 3),
-                    _decode(self.rest_symbols, dec["f_rest"], prev.f_rest.shape[1]),
-                    prev.log_scale + _decode(p["log_scale_symbols"], dec["log_scale"], 3), prev.rot + _decode(p["rot_symbols"], dec["rot"], 4),
-                    prev.opacity_logit + _decode(p["opacity_logit_symbols"], dec["opacity_logit"], 1),
+                    xyz, prev.f_dc + residual("f_dc", 3), _decode(self.rest_symbols, dec["f_rest"], prev.f_rest.shape[1]),
+                    prev.log_scale + residual("log_scale", 3), prev.rot + residual("rot", 4), prev.opacity_logit + residual("opacity_logit", 1),
                 )
             elif "f_dc_gated_delta" in p:  # float residuals of the open Gaussians only
                 delta = {}

@@ -20,6 +20,13 @@ def check_config(cfg) -> None:
         raise ConfigError(f"sh_degree={cfg.sh_degree}: spherical harmonics of degree 0 to 3 only (the renderers' range)")
     if not cfg.data.root and cfg.data.n_cameras < 2:
         raise ConfigError(f"data.n_cameras={cfg.data.n_cameras}: at least 2 (camera 0 is held out for testing, the others train)")
+    cap = cfg.get("max_steps_per_frame")
+    if cap is not None and (not isinstance(cap, int) or cap < 1):
+        raise ConfigError(f"max_steps_per_frame={cap}: a positive number of steps, or null for no cap")
+    unknown = sorted(set(cfg.method.float_attributes) - {"f_dc", "rot", "opacity_logit", "log_scale"})
+    if unknown or (cfg.method.float_attributes and not cfg.method.quantize):
+        raise ConfigError(f"method.float_attributes={list(cfg.method.float_attributes)}: some of f_dc, rot, opacity_logit, log_scale, "
+                          "on a quantized row (method.quantize=true)")
     if not cfg.data.root and min(cfg.data.width, cfg.data.height) < 4:
         raise ConfigError(f"data.width={cfg.data.width}, data.height={cfg.data.height}: at least 4 pixels a side")
 

@@ -120,7 +120,7 @@ def stream(scene: Scene, cfg: DictConfig, bitstream_dir: Path, run=None, scope: 
             committed, payload, kind = prev, {}, codec.RESIDUAL
         else:
             committed, payload, diagnostics = train_residual_frame(prev, codec_state, scene, t, cfg, gate=method.gate, quantize=method.quantize,
-                                                                   gate_floats=method.gate_floats)
+                                                                   gate_floats=method.gate_floats, float_attributes=tuple(method.float_attributes))
             kind = codec.RESIDUAL
         seconds = time.perf_counter() - t0
 

@@ -145,11 +145,17 @@ class Keyframe:
             self.params.edit_rows(~transparent, {k: v[:0] for k, v in self.params.params.items()})
 
 
+def capped(iterations: int, cfg: DictConfig) -> int:
+    """A frame's optimisation steps, at most ``max_steps_per_frame`` (a dry run's cap; null: no cap)."""
+    cap = cfg.get("max_steps_per_frame")
+    return iterations if cap is None else min(iterations, int(cap))
+
+
 def fit_keyframe(scene: Scene, frame: int, cfg: DictConfig, bar=None) -> Keyframe:
     """Fit frame ``frame`` from the scene's point cloud (the paper's frame 1; the retraining baseline)."""
     key = Keyframe(scene, cfg)
     kc = cfg.keyframe
-    iterations = kc.epochs * len(scene.train_cameras)
+    iterations = capped(kc.epochs * len(scene.train_cameras), cfg)
     schedule = camera_schedule(scene.train_cameras, iterations, cfg.seed * 7919 + frame)
     generator = torch.Generator().manual_seed(cfg.seed + 17 * frame)
     grad_sum = scene.points.new_zeros(len(scene.points))
@@ -257,6 +263,9 @@ class ResidualFrame:
     ``gate_floats`` (with ``quantize`` off): the float residuals of every attribute pass through the
     same gate, and only the Gaussians whose gate is open store any (the fair float baseline: a
     residual stream that stores only what changes, as 3DGStream-style methods do).
+    ``float_attributes`` (with ``quantize`` on): these of the quantized attributes keep free float32
+    residuals for every Gaussian instead (the paper's one-attribute quantisation ablations, e.g. its
+    Table 4 on scale); the others stay integer latents.
 
     Densification within the frame (``cfg.residual.densify.enabled``; brief 2.6 "densify_dynamic"):
     a Gaussian whose mean viewspace gradient passes the threshold gets a child, a copy if it is small
@@ -269,9 +278,11 @@ class ResidualFrame:
     """
 
     def __init__(self, prev: Gaussians, codec: ResidualCodecState, cfg: DictConfig, extent: float, d: torch.Tensor, gate: bool, quantize: bool,
-                 gate_floats: bool = False):
+                 gate_floats: bool = False, float_attributes: tuple[str, ...] = ()):
         if gate_floats and (quantize or not gate):
             raise ValueError("gate_floats gates float residuals: it needs gate=True and quantize=False")
+        if float_attributes and (not quantize or not set(float_attributes) <= set(QUANTIZED)):
+            raise ValueError(f"float_attributes {list(float_attributes)}: some of {list(QUANTIZED)}, with quantize=True")
         self.prev, self.codec, self.cfg, self.use_gate, self.quantize = prev.detach(), codec, cfg, gate, quantize
         self.gate_floats, self.extent = gate_floats, extent
         n, r = len(prev), cfg.residual
@@ -282,15 +293,17 @@ class ResidualFrame:
         self.grad_sum, self.grad_count = prev.xyz.new_zeros(n), prev.xyz.new_zeros(n)
         self.xyz = torch.nn.Parameter(prev.xyz.detach().clone())
         groups = [{"params": [self.xyz], "lr": r.lr.xyz * extent}]
+        self.latents: dict[str, torch.nn.Parameter] = {}  # integer-latent residuals (straight-through rounded)
         if quantize:
-            self.latents = {k: torch.nn.Parameter(prev.xyz.new_zeros(n, cfg.quant[k].latent_dim)) for k in QUANTIZED}
+            quantized = [k for k in QUANTIZED if k not in float_attributes]
+            self.latents = {k: torch.nn.Parameter(prev.xyz.new_zeros(n, cfg.quant[k].latent_dim)) for k in quantized}
             self.rest_latent = torch.nn.Parameter(codec.rest_latent.clone())
-            groups += [{"params": [self.latents[k]], "lr": cfg.quant[k].latent_lr} for k in QUANTIZED]
-            groups += [{"params": list(codec.decoders[k].parameters()), "lr": cfg.quant[k].decoder_lr} for k in QUANTIZED]
+            groups += [{"params": [self.latents[k]], "lr": cfg.quant[k].latent_lr} for k in quantized]
+            groups += [{"params": list(codec.decoders[k].parameters()), "lr": cfg.quant[k].decoder_lr} for k in quantized]
             groups += [{"params": [self.rest_latent], "lr": cfg.quant.f_rest.latent_lr}, {"params": list(codec.rest_decoder.parameters()), "lr": cfg.quant.f_rest.decoder_lr}]
-        else:
-            self.deltas = {k: torch.nn.Parameter(torch.zeros_like(getattr(prev, k))) for k in FLOAT_RESIDUALS}
-            groups += [{"params": [self.deltas[k]], "lr": r.float_lr[k]} for k in self.deltas]
+        # free float32 residuals: every attribute but xyz in the float rows, the float_attributes in a quantized one
+        self.deltas = {k: torch.nn.Parameter(torch.zeros_like(getattr(prev, k))) for k in (float_attributes if quantize else FLOAT_RESIDUALS)}
+        groups += [{"params": [self.deltas[k]], "lr": r.float_lr[k]} for k in self.deltas]
         self.optimizer = torch.optim.Adam(groups, eps=1e-15)  # a fresh Adam every frame, as QUEEN
         self.gate = PositionGate(n, **cfg.gate.hard_concrete).to(prev.xyz.device)
         if gate:
@@ -311,10 +324,13 @@ class ResidualFrame:
         xyz = p.xyz + self.gate_values()[:, None] * (self.xyz - p.xyz)
         if self.quantize:
             dec = self.codec.decoders
+
+            def residual(k):
+                return dec[k](self.latents[k]) if k in self.latents else self.deltas[k]
+
             return Gaussians(
-                xyz, p.f_dc + dec["f_dc"](self.latents["f_dc"]), self.codec.rest_decoder(self.rest_latent),
-                p.log_scale + dec["log_scale"](self.latents["log_scale"]), p.rot + dec["rot"](self.latents["rot"]),
-                p.opacity_logit + dec["opacity_logit"](self.latents["opacity_logit"]),
+                xyz, p.f_dc + residual("f_dc"), self.codec.rest_decoder(self.rest_latent),
+                p.log_scale + residual("log_scale"), p.rot + residual("rot"), p.opacity_logit + residual("opacity_logit"),
             )
         return self.with_deltas(xyz, self.gate_values() if self.gate_floats else None)
 
@@ -388,13 +404,12 @@ class ResidualFrame:
         self.xyz = edit_parameter_rows(opt, self.xyz, keep, values.xyz)  # the gate of a new row is 1: its position is xyz
         if self.quantize:
             dec = self.codec.decoders
-            for k in QUANTIZED:
+            for k in self.latents:
                 self.latents[k] = edit_parameter_rows(opt, self.latents[k], keep, dec[k].inverse(getattr(values, k) - getattr(base, k)))
             self.rest_latent = edit_parameter_rows(opt, self.rest_latent, keep, self.codec.rest_decoder.inverse(values.f_rest))
             self.rest_base_symbols = torch.cat([self.rest_base_symbols[keep], self.codec.rest_symbols[root]])
-        else:
-            for k in FLOAT_RESIDUALS:
-                self.deltas[k] = edit_parameter_rows(opt, self.deltas[k], keep, getattr(values, k) - getattr(base, k))
+        for k in self.deltas:
+            self.deltas[k] = edit_parameter_rows(opt, self.deltas[k], keep, getattr(values, k) - getattr(base, k))
 
     @torch.no_grad()
     def committed_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -430,15 +445,19 @@ class ResidualFrame:
             payload |= {"children": torch.bincount(parents, minlength=self.n_prev).to(torch.int32), "removed": removed}
         if self.quantize:
             dec = self.codec.decoders
-            symbols = {k: torch.round(self.latents[k][rows]).to(torch.int32) for k in QUANTIZED}
+            symbols = {k: torch.round(v[rows]).to(torch.int32) for k, v in self.latents.items()}
             rest_symbols = torch.round(self.rest_latent[rows]).to(torch.int32)
             payload.update({f"{k}_symbols": s for k, s in symbols.items()})
+            payload.update({f"{k}_delta": v[rows].detach().clone() for k, v in self.deltas.items()})
             payload["f_rest_symbol_delta"] = rest_symbols - self.rest_base_symbols[rows]
-            payload["decoders"] = {k: dec[k].payload() for k in QUANTIZED} | {"f_rest": self.codec.rest_decoder.payload()}
+            payload["decoders"] = {k: dec[k].payload() for k in self.latents} | {"f_rest": self.codec.rest_decoder.payload()}
+
+            def residual(k):
+                return dec[k].decode_symbols(symbols[k]) if k in symbols else self.deltas[k][rows].detach()
+
             state = Gaussians(
-                xyz, p.f_dc + dec["f_dc"].decode_symbols(symbols["f_dc"]), self.codec.rest_decoder.decode_symbols(rest_symbols),
-                p.log_scale + dec["log_scale"].decode_symbols(symbols["log_scale"]), p.rot + dec["rot"].decode_symbols(symbols["rot"]),
-                p.opacity_logit + dec["opacity_logit"].decode_symbols(symbols["opacity_logit"]),
+                xyz, p.f_dc + residual("f_dc"), self.codec.rest_decoder.decode_symbols(rest_symbols),
+                p.log_scale + residual("log_scale"), p.rot + residual("rot"), p.opacity_logit + residual("opacity_logit"),
             )
             self.codec.rest_latent, self.codec.rest_symbols = self.rest_latent[rows].detach().clone(), rest_symbols
         elif self.gate_floats:  # only open Gaussians store residuals (a closed gate is 0: adds nothing)
@@ -451,14 +470,14 @@ class ResidualFrame:
 
 
 def train_residual_frame(prev: Gaussians, codec: ResidualCodecState, scene: Scene, frame: int, cfg: DictConfig, gate: bool, quantize: bool, bar=None,
-                         gate_floats: bool = False):
+                         gate_floats: bool = False, float_attributes: tuple[str, ...] = ()):
     """Learn frame ``frame`` from ``prev``; returns (committed Gaussians, payload, diagnostics)."""
     r = cfg.residual
     d = viewspace_difference(prev, scene, frame, cfg.backend)
     masks = {c: changed_pixels(prev, d, scene.cameras[c], scene.background, r.mask_threshold, r.mask_tile, cfg.backend) for c in scene.train_cameras}
-    model = ResidualFrame(prev, codec, cfg, scene.extent, d, gate, quantize, gate_floats)
+    model = ResidualFrame(prev, codec, cfg, scene.extent, d, gate, quantize, gate_floats, float_attributes)
     n_train = len(scene.train_cameras)
-    iterations = r.epochs * n_train
+    iterations = capped(r.epochs * n_train, cfg)
     masked_iterations = math.ceil(r.masked_epochs_fraction * r.epochs) * n_train if r.masked_rendering else 0
     generator = torch.Generator().manual_seed(cfg.seed * 7907 + frame)  # the split children's positions
     densify = r.densify

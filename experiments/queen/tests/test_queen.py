@@ -245,13 +245,16 @@ def test_damaged_n3dv_inputs_are_refused_with_one_line(small_scene, tmp_path):
 
 
 @pytest.mark.parametrize("override,needle", [("sh_degree=5", "degree 0 to 3"), ("data.n_cameras=1", "at least 2"),
-                                             ("data.width=abc", "must be an integer")])
+                                             ("data.width=abc", "must be an integer"),
+                                             ("max_steps_per_frame=0", "a positive number of steps"),
+                                             ("override_rows=true method.float_attributes=[xyz]", "some of f_dc, rot, opacity_logit, log_scale"),
+                                             ("override_rows=true method.quantize=false method.float_attributes=[rot]", "on a quantized row")])
 def test_impossible_settings_are_refused_before_a_run_starts(override, needle, tmp_path):
     from shared.errors import StreamlabError
     from shared.runner import reproduce
 
     with pytest.raises(StreamlabError, match=needle):
-        reproduce(EXPERIMENT, "smoke", [override], outputs=tmp_path)
+        reproduce(EXPERIMENT, "smoke", override.split(), outputs=tmp_path)
     assert not any(tmp_path.iterdir())
 
 
@@ -640,6 +643,16 @@ def test_claims_are_paired_over_runs_against_the_stronger_baseline(tmp_path):
     assert main([str(tmp_path / "r0")]) == 2  # one run has no standard error
     assert main([str(tmp_path / f"r{i}") for i in range(3)] + ["--out", str(tmp_path / "seeds.json")]) == 0
     assert main([str(tmp_path / f"r{i}") for i in range(3)] + ["--out", str(tmp_path / "seeds.json")]) == 2  # never silently overwritten
+    # runs of QUEEN and one ablation only: that ablation's claim, no baseline claims
+    subset = [load_run(fake_run(tmp_path / f"s{i}", {("queen", "mb_per_frame"): 0.02 + 0.01 * i, ("queen", "psnr"): 25.0 + i,
+                                                     ("no_quant_scale", "mb_per_frame"): 0.03 + 0.01 * i + 0.001 * i * i, ("no_quant_scale", "psnr"): 25.1 + i}))
+              for i in range(3)]
+    result = claims(subset)
+    assert result["strongest_baseline"] is None and [c["claim"] for c in result["claims"]] == ["QUEEN smaller than no_quant_scale (MB/frame difference)"]
+    assert result["claims"][0]["value"] == pytest.approx(0.01 + 0.005 / 3) and result["claims"][0]["met"]
+    assert result["queen_psnr_minus"]["no_quant_scale"]["mean"] == pytest.approx(-0.1)
+    with pytest.raises(DataError, match="no 'queen' row"):
+        claims([load_run(fake_run(tmp_path / f"q{i}", {("retrain", "psnr"): 1.0, ("retrain", "mb_per_frame"): 1.0})) for i in range(2)])
 
 
 def test_object_scale_sets_the_moving_gaussians_size_and_the_paper_preset_shrinks_it():
@@ -746,7 +759,7 @@ def test_only_new_gaussians_are_pruned_while_training_and_faded_ones_are_removed
     assert torch.equal(committed.f_dc[29:], values_before_rounding(model, 30 + torch.argsort(model.parent, stable=True))["f_dc"])
 
 
-@pytest.mark.parametrize("row", ["queen", "float_gated", "no_quant"])
+@pytest.mark.parametrize("row", ["queen", "float_gated", "no_quant", "no_quant_scale"])
 def test_densified_streams_decode_from_bytes_to_the_trainer_state_exactly(small_scene, tmp_path, row):
     """With densification on (every Gaussian past a zero threshold, so new ones appear every frame,
     and previous ones below a high opacity floor removed), the independent decoder rebuilds exactly
@@ -825,3 +838,44 @@ def test_an_entering_object_is_shown_better_with_densification_after_frame_1(tmp
     print(f"object PSNR {result['without']['object_psnr']:.2f} -> {result['with']['object_psnr']:.2f} dB")
     assert result["with"]["object_psnr"] > result["without"]["object_psnr"] + 0.5
     assert result["with"]["gaussians_last_frame"] > result["without"]["gaussians_last_frame"]
+
+
+def test_one_unquantised_attribute_stores_float_residuals_for_every_gaussian_and_decodes_exactly(small_scene, tmp_path):
+    """``no_quant_scale``: scale residuals are float32 for every Gaussian (3 x 32 bits each in the
+    estimate), every other attribute stays integer latents; the decoder applies the stored floats."""
+    from ..stream import stream
+    from ..train import ResidualFrame
+
+    result = stream(small_scene, smoke_cfg("no_quant_scale"), tmp_path / "bits")
+    assert result["decode_max_abs_error"] == 0.0
+    frames = list(codec.decode_stream(tmp_path / "bits"))
+    _, _, n, payload = codec.decode_frame(codec.frame_path(tmp_path / "bits", 2).read_bytes())
+    assert "log_scale_delta" in payload and "log_scale_symbols" not in payload and "log_scale" not in payload["decoders"]
+    assert all(f"{k}_symbols" in payload for k in ("f_dc", "rot", "opacity_logit")) and "f_rest_symbol_delta" in payload
+    assert payload["log_scale_delta"].shape == (n, 3) and payload["log_scale_delta"].abs().max() > 0
+    assert torch.equal(frames[2].log_scale, frames[1].log_scale + payload["log_scale_delta"])
+    floats = 32.0 * payload["log_scale_delta"].numel()
+    without = {k: v for k, v in payload.items() if k != "log_scale_delta"}
+    assert codec.estimate_bits(payload) == pytest.approx(codec.estimate_bits(without) + floats)
+    with pytest.raises(ValueError, match="with quantize=True"):
+        prev = frames[0]
+        ResidualFrame(prev, None, smoke_cfg("no_quant"), 1.0, torch.zeros(len(prev)), gate=False, quantize=False, float_attributes=("rot",))
+
+
+def test_the_dry_run_cap_limits_every_frames_optimisation_steps(small_scene, tmp_path, monkeypatch):
+    """``max_steps_per_frame`` (the paper preset's CPU dry run) caps the keyframe fit and every
+    residual frame alike; without it the presets' epochs run in full."""
+    from .. import train
+    from ..stream import stream
+
+    calls = []
+    loss = train.photometric_loss
+    monkeypatch.setattr(train, "photometric_loss", lambda *a, **k: calls.append(1) or loss(*a, **k))
+    stream(small_scene, smoke_cfg("queen", max_steps_per_frame=2), tmp_path / "capped")
+    assert len(calls) == 2 * small_scene.n_frames
+    calls.clear()
+    cfg = smoke_cfg("queen")
+    stream(small_scene, cfg, tmp_path / "full")
+    n_train = len(small_scene.train_cameras)
+    unmasked_epochs = cfg.residual.epochs - math.ceil(cfg.residual.masked_epochs_fraction * cfg.residual.epochs)  # masked views with no change are skipped
+    assert len(calls) >= (cfg.keyframe.epochs + unmasked_epochs * (small_scene.n_frames - 1)) * n_train > 2 * small_scene.n_frames
