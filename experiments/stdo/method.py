@@ -5,7 +5,7 @@
 
 ``method.chunking`` (conf/experiment/stdo_<row>.yaml):
   bicubic   no model
-  none      one model on every patch (``total_compute``: for k x the steps, the compute of k models)
+  none      one model on every patch (``total_compute``: with the compute of STDO's k models together)
   temporal  k models on k consecutive time segments (NAS/CaFM-style)
   random    k models on k random equal-size chunks (same sizes as STDO's, no grouping)
   quantile  STDO: k models on the k quantile chunks of the per-patch labels
@@ -25,7 +25,7 @@ from . import chunking
 from .evaluate import upscale_patches
 from .model import WDSR, build, count_parameters
 from .patches import Grid
-from .train import overfit, steps_for
+from .train import overfit, steps_for, total_steps_for
 
 CHUNKINGS = ("bicubic", "none", "temporal", "random", "quantile")
 
@@ -86,11 +86,15 @@ def fit_upscaler(
         return Upscaler(method.name, grid, None, None)
     n = len(lr_patches)
 
-    def train_one(j: int, training_set, n_train: int, multiplier: int) -> WDSR:
+    # total_compute rows get the steps of STDO's k models together (their chunks: k quantile chunks of the labels)
+    stdo_sizes = np.bincount(chunking.quantile_chunks(labels, k)[0], minlength=k).tolist() if labels is not None else [n // k] * k
+    total_steps = total_steps_for(cfg.train, stdo_sizes)
+
+    def train_one(j: int, training_set, n_train: int, total_compute: bool) -> WDSR:
         torch.manual_seed(seed * 1000 + j)  # each model its own, reproducible initialisation
         model = build(cfg.model, grid.scale)
         ckpt = None if checkpoints is None else checkpoints / f"model{j}.pt"
-        steps = steps_for(cfg.train, n_train, multiplier)
+        steps = total_steps if total_compute else steps_for(cfg.train, n_train)
         scope = f"{method.name}/model{j}"
         return overfit(
             model, lr_patches, hr_patches, training_set, steps, cfg.train, seed=seed * 1000 + j, device=device, checkpoint=ckpt,
@@ -108,12 +112,12 @@ def fit_upscaler(
             return chunking.jstdo_subset(chunk, fractions, np.random.default_rng([seed, 7, draw]))
 
         n_train = len(sample(0))
-        return Upscaler(method.name, grid, [train_one(0, sample, n_train, k if method.total_compute else 1)], None)
+        return Upscaler(method.name, grid, [train_one(0, sample, n_train, method.total_compute)], None)
     if chunk is None:
         everything = np.arange(n)
-        return Upscaler(method.name, grid, [train_one(0, lambda e: everything, n, k if method.total_compute else 1)], None)
+        return Upscaler(method.name, grid, [train_one(0, lambda e: everything, n, method.total_compute)], None)
     models = []
     for j in range(k):
         members = np.flatnonzero(chunk == j)
-        models.append(train_one(j, lambda e, m=members: m, len(members), 1))
+        models.append(train_one(j, lambda e, m=members: m, len(members), False))
     return Upscaler(method.name, grid, models, chunk)

@@ -27,11 +27,18 @@ from .model import WDSR
 from .patches import to_float
 
 
-def steps_for(cfg_train, n_train: int, multiplier: int = 1) -> int:
-    """Steps of one model: ``train.steps`` (x ``multiplier``), or ``train.epochs`` passes over its patches."""
+def steps_for(cfg_train, n_train: int) -> int:
+    """Steps of one model: ``train.steps``, or ``train.epochs`` passes over its ``n_train`` patches."""
     if cfg_train.get("epochs"):
         return int(cfg_train.epochs) * max(1, n_train // cfg_train.batch_size)
-    return int(cfg_train.steps) * multiplier
+    return int(cfg_train.steps)
+
+
+def total_steps_for(cfg_train, chunk_sizes: list[int]) -> int:
+    """The compute of STDO's k chunk models together (what ``total_compute`` rows get, so that one
+    model is compared with k at equal cost in every preset): k x ``train.steps``, or in epoch presets
+    the sum of each model's passes over its own chunk (about ``epochs`` passes over every patch)."""
+    return sum(steps_for(cfg_train, n) for n in chunk_sizes)
 
 
 def overfit(

@@ -9,11 +9,12 @@ import torch
 from shared import registry
 from shared.config import compose
 
+from .. import chunking
 from .. import labels as labels_module
 from .. import method as method_module
 from ..model import WDSR
 from ..patches import make_grid
-from ..train import overfit, steps_for
+from ..train import overfit, steps_for, total_steps_for
 
 EXPERIMENT = __package__.split(".")[1]
 
@@ -53,6 +54,29 @@ def test_the_general_model_never_trains_on_the_clip_it_labels(monkeypatch):
     assert not any(img.shape == carphone[0].shape and any(np.array_equal(img, f) for f in carphone) for img in seen["images"])
 
 
+def test_in_epoch_presets_jstdo_and_single_long_get_the_compute_of_the_k_stdo_models(monkeypatch):
+    """train.epochs (the paper preset): each STDO model makes epochs passes over its own chunk; JSTDO
+    (which sees about half the patches) and single_long get the sum of those steps, not their own
+    epochs; single makes epochs passes over every patch (the paper's baseline), the same total."""
+    calls = {}
+
+    def fake_overfit(model, lr, hr, training_set, steps, cfg_train, desc="", **kw):
+        calls.setdefault(desc.split()[0], []).append(steps)
+        return model
+
+    monkeypatch.setattr(method_module, "overfit", fake_overfit)
+    lr, hr = patches(70)
+    grid = make_grid(24, 24, 2, rows=2, cols=2)
+    labels = np.random.default_rng(3).normal(30, 2, 70)
+    over = ["chunks=3", "train.epochs=5", "train.batch_size=4"]
+    for row in ("stdo", "jstdo", "single_long", "single"):
+        method_module.fit_upscaler(cfg(row=row, overrides=over), lr, hr, labels, grid, 17, seed=0, device="cpu")
+    sizes = np.bincount(chunking.quantile_chunks(labels, 3)[0], minlength=3)
+    assert calls["stdo"] == [5 * (int(s) // 4) for s in sizes]
+    total = sum(calls["stdo"])
+    assert calls["jstdo"] == [total] and calls["single_long"] == [total] and calls["single"] == [5 * (70 // 4)]
+
+
 def test_total_compute_rows_get_k_times_the_steps_and_jstdo_samples_the_hardest_chunk_fully(monkeypatch):
     """k = 4 quantile chunks of 64 patches; the smoke preset's steps. JSTDO trains one model for 4 x
     steps on all of chunk 0 (lowest PSNR labels: the hardest), 2/3 of chunk 1, 1/3 of chunk 2, none of chunk 3."""
@@ -68,7 +92,7 @@ def test_total_compute_rows_get_k_times_the_steps_and_jstdo_samples_the_hardest_
     labels = np.arange(64, dtype=np.float64)[::-1].copy()  # patch 63 is the hardest
     base = cfg(overrides=["chunks=4"])
     steps = int(base.train.steps)
-    assert steps_for(base.train, 64, 4) == 4 * steps
+    assert total_steps_for(base.train, [16] * 4) == 4 * steps and steps_for(base.train, 64) == steps
     method_module.fit_upscaler(cfg(row="jstdo", overrides=["chunks=4"]), lr, hr, labels, grid, 16, seed=0, device="cpu")
     (jstdo_steps, chosen), = calls
     assert jstdo_steps == 4 * steps
