@@ -2,8 +2,11 @@
 
 The authors label with a WDSR pretrained on DIV2K (Google Drive only). Offline we train a general
 model of the same architecture on random crops of *other* videos (the bundled clips minus the one
-being labelled) and of photographs shipped with matplotlib; ``labels.source=bicubic`` labels with
-bicubic's PSNR instead (the fallback). The run's config records which one was used.
+being labelled) and of photographs shipped with matplotlib; ``labels.source=file labels.file=PATH``
+labels with a general model trained elsewhere (the paper's DIV2K-trained WDSR, once converted to this
+WDSR's parameter names, or the ``general_<clip>_x<scale>`` checkpoint of an earlier run);
+``labels.source=bicubic`` labels with bicubic's PSNR instead (the fallback). The run's config
+records which one was used.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from shared.errors import ConfigError, DataError
+from shared.io import load_checkpoint
 
 from .data import BUNDLED, load_video, photographs
 from .evaluate import patch_mse
@@ -37,19 +43,43 @@ def general_images(exclude: str | None, frames_per_clip: int, with_photographs: 
 
 
 def make_labels(cfg, lr_patches: torch.Tensor, hr_patches: torch.Tensor, scale: int, clip: str, *, device: str, checkpoint: Path | None = None) -> np.ndarray:
-    """float64 PSNR label per patch, from ``cfg.labels.source`` (general | bicubic)."""
+    """float64 PSNR label per patch, from ``cfg.labels.source`` (general | file | bicubic)."""
     source = cfg.labels.source
     shave = cfg.labels.shave if cfg.labels.shave is not None else scale + 4  # the official label shave
     if source == "bicubic":
         return label_patches(None, lr_patches, hr_patches, scale, shave, device=device)
+    if source == "file":
+        return label_patches(load_general(cfg, scale), lr_patches, hr_patches, scale, shave, device=device)
     if source != "general":
-        raise ValueError(f"labels.source={source!r}; valid: general, bicubic")
+        raise ConfigError(f"labels.source={source!r}; valid: general, file, bicubic")
     g = cfg.labels.general
     torch.manual_seed(g.seed)
     model = build(cfg.model, scale)
     images = list(general_images(clip, int(g.frames_per_clip), bool(g.photographs)))
     model = train_general(images, scale, g, model, device=device, checkpoint=checkpoint)
     return label_patches(model, lr_patches, hr_patches, scale, shave, device=device)
+
+
+def load_general(cfg, scale: int) -> WDSR:
+    """The pretrained general model of ``labels.file``: a state dict of this experiment's WDSR (the
+    ``model`` config at ``scale``), alone or under "model" (a run's checkpoint). Loaded with
+    ``weights_only`` (a user's file cannot run code); a file for another scale or architecture is
+    refused in one line."""
+    if not cfg.labels.get("file"):
+        raise ConfigError("labels.source=file needs labels.file=PATH (a general WDSR state dict; labels.source=general trains one)")
+    path = Path(cfg.labels.file)
+    if not path.is_file():
+        raise DataError(f"labels.file={path}: no such file")
+    state = load_checkpoint(path, from_user=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    model = build(cfg.model, scale)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()
+        detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else type(err).__name__)
+        raise DataError(f"labels.file={path} is not a general model for this WDSR at x{scale} (model config {dict(cfg.model)}): {detail}") from None
+    return model
 
 
 @torch.no_grad()

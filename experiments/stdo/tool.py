@@ -4,8 +4,8 @@
     python -m experiments.stdo upscale talk.x4.lowres.mp4 talk.x4.stdo talk.x4.sr.mp4 --reference talk.mp4
 
 ``fit`` decodes the video (any file PyAV reads, or a VSD4K clip folder), makes its bicubic LR
-frames, labels every patch with the general model (trained on the bundled clips and photographs;
-``--labels bicubic`` skips that), cuts k quantile chunks and overfits one WDSR per chunk. Its work
+frames, labels every patch with the general model (trained on the bundled clips and photographs,
+or a pretrained one with ``--general-model PATH``; ``--labels bicubic`` skips that), cuts k quantile chunks and overfits one WDSR per chunk. Its work
 lives in ``BUNDLE.work/``: run the same command again after a kill and it resumes from the last
 checkpoint; the bundle is written atomically at the end and never overwritten without ``--overwrite``.
 Model and training settings come from the experiment config (``--preset``, plus ``key=value``
@@ -40,11 +40,12 @@ def fit(args) -> Path:
 
     from .bundle import save_bundle
     from .data import load_video, lowres_frames
-    from .labels import make_labels
+    from .labels import load_general, make_labels
     from .method import fit_upscaler
     from .patches import auto_grid, to_patches
 
-    cfg = _compose(args.preset, [f"chunks={args.chunks}", f"labels.source={args.labels}", *args.overrides], row=("stdo", args.method))
+    labels = [f"labels.source={args.labels}"] if not args.general_model else ["labels.source=file", f"labels.file={Path(args.general_model).resolve()}"]
+    cfg = _compose(args.preset, [f"chunks={args.chunks}", *labels, *args.overrides], row=("stdo", args.method))
     device = resolve_device(args.device or cfg.trainer.device)
     seed_everything(args.seed)
 
@@ -67,9 +68,12 @@ def fit(args) -> Path:
         raise ConfigError(f"--chunks {args.chunks} is more than the {len(lr_p)} patches of {video.name} ({grid.cols}x{grid.rows} per frame x {t} frames): "
                           f"use at most {len(lr_p)}")
 
+    if cfg.labels.source == "file":  # a general model for another scale or architecture is refused here, not after the work folder exists
+        load_general(cfg, args.scale)
+
     work = out.with_name(out.name + ".work")
     signature = {"video": str(Path(video.source).resolve()), "frames": list(video.shape), "scale": args.scale, "chunks": args.chunks,
-                 "method": args.method, "labels": args.labels, "preset": args.preset, "overrides": args.overrides, "seed": args.seed}
+                 "method": args.method, "labels": args.labels, "general_model": args.general_model, "preset": args.preset, "overrides": args.overrides, "seed": args.seed}
     if (work / "fit.json").is_file() and json.loads((work / "fit.json").read_text()) != signature:
         raise DataError(f"{work} holds an unfinished fit with other settings; delete it or pass the same arguments to resume")
     work.mkdir(parents=True, exist_ok=True)
@@ -165,6 +169,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     f.add_argument("--chunks", type=int, default=4)
     f.add_argument("--method", choices=("stdo", "jstdo", "single"), default="stdo")
     f.add_argument("--labels", choices=("general", "bicubic"), default="general")
+    f.add_argument("--general-model", metavar="PATH", help="label with this pretrained general WDSR (a state dict for the preset's model at --scale) instead of training one")
     f.add_argument("--out", help="bundle path (default: VIDEO.x<scale>.stdo)")
     f.add_argument("--lowres-out", help="also write the bicubic LR video a client would receive (lossless H.264)")
     f.add_argument("--max-frames", type=int)

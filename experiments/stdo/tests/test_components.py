@@ -112,3 +112,33 @@ def test_the_cosine_schedule_reaches_its_floor_at_the_last_step():
     overfit(WDSR(2, num_blocks=1, num_residual_units=4, width_multiplier=1), lr, hr, lambda epoch: np.arange(32), 7, c.train, seed=0, device="cpu",
             log=lambda metrics, step: lrs.append((step, metrics["lr"])))
     assert lrs[-1][0] == 7 and lrs[-1][1] == pytest.approx(float(c.train.lr_min), rel=1e-6, abs=1e-12)
+
+
+def test_labels_from_a_pretrained_general_model_file(tmp_path):
+    """labels.source=file: the labels are the PSNR of the file's model (a bare state dict or a run's
+    general checkpoint, where it sits under "model"); a missing file, a model for another scale and
+    a missing path are refused in one line."""
+    from shared.errors import ConfigError, DataError
+
+    from ..model import build
+    from ..train import train_general
+
+    lr, hr = patches(12)
+    c = cfg()
+    torch.manual_seed(4)
+    model = train_general(list(labels_module.general_images("carphone", 1, False)), 2, c.labels.general, build(c.model, 2), device="cpu",
+                          checkpoint=tmp_path / "general.pt")  # a run's checkpoint: {"model", "optimizer", "schedule", "step"}
+    expected = labels_module.label_patches(model, lr, hr, 2, 2, device="cpu")
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    for name in ("general.pt", "bare.pt"):
+        got = labels_module.make_labels(cfg(overrides=["labels.shave=2", "labels.source=file", f"labels.file={tmp_path / name}"]), lr, hr, 2, "carphone", device="cpu")
+        np.testing.assert_array_equal(got, expected)
+    untrained = labels_module.label_patches(build(c.model, 2), lr, hr, 2, 2, device="cpu")
+    assert not np.allclose(untrained, expected)  # the file's weights are what labels
+    torch.save(build(c.model, 3).state_dict(), tmp_path / "x3.pt")
+    with pytest.raises(DataError, match="not a general model for this WDSR at x2"):
+        labels_module.make_labels(cfg(overrides=["labels.shave=2", "labels.source=file", f"labels.file={tmp_path / 'x3.pt'}"]), lr, hr, 2, "carphone", device="cpu")
+    with pytest.raises(DataError, match="no such file"):
+        labels_module.make_labels(cfg(overrides=["labels.shave=2", "labels.source=file", f"labels.file={tmp_path / 'none.pt'}"]), lr, hr, 2, "carphone", device="cpu")
+    with pytest.raises(ConfigError, match="needs labels.file"):
+        labels_module.make_labels(cfg(overrides=["labels.shave=2", "labels.source=file"]), lr, hr, 2, "carphone", device="cpu")

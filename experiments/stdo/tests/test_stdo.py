@@ -366,7 +366,11 @@ def test_tool_errors_are_one_line(tmp_path, capsys):
     # a refused fit leaves nothing behind, so the corrected command is not refused as "another fit"
     write_video(tmp_path / "clip.mp4", load_video("carphone", max_frames=2).frames)
     fit = ["fit", str(tmp_path / "clip.mp4"), "--preset", "smoke", "--labels", "bicubic", "--out", str(tmp_path / "c.stdo")]
+    from ..model import build
+
+    torch.save(build(cfg("smoke").model, 3).state_dict(), tmp_path / "general_x3.pt")
     for extra, needle in ((["--scale", "3"], "does not divide"), (["--scale", "2", "--chunks", "500"], "use at most 32"),
+                          (["--scale", "2", "--general-model", str(tmp_path / "general_x3.pt")], "not a general model for this WDSR at x2"),
                           (["--max-frames", "0"], "--max-frames and --stride must be at least 1")):
         assert tool_main([*fit, *extra]) == 2
         err = capsys.readouterr().err
