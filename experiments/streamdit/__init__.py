@@ -3,7 +3,7 @@ staggered noise levels with a time-varying, window-attention DiT."""
 
 from shared.registry import ExperimentSpec, Table
 
-QUALITY = ("validity", "jerk_px", "dynamic", "drift", "colour_drift")
+QUALITY = ("validity", "jerk_px", "dynamic", "drift", "colour_drift", "breaks", "flicker")
 
 SPEC = ExperimentSpec(
     title="StreamDiT: streaming video generation with a moving buffer",
@@ -18,7 +18,7 @@ SPEC = ExperimentSpec(
         "streamdit": Table(
             title="long rollouts (10 buffers) from held-out prompts: detector metrics, drift, cost per frame and speed",
             rows=("full_clip", "fifo", "streamdit_c1", "streamdit_mixed", "distilled", "distilled_framesink"),
-            metrics=(*QUALITY, "levels_per_frame", "forwards_per_frame", "fps"),
+            metrics=(*QUALITY, "boundary_breaks", "levels_per_frame", "forwards_per_frame", "fps"),
             headline="validity",
             higher_is_better=True,
         ),

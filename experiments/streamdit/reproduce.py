@@ -112,7 +112,8 @@ def _evaluate_row(method, model, cfg, ref: Reference, device: str, row: str) -> 
 
     video = rollout(method, model, text.to(device), frames, cfg, torch.Generator().manual_seed(int(cfg.eval.seed)), tick).float().cpu().numpy()
     bar.close()
-    scores = [score_video(video[i], colours[i], ref, B) for i in range(len(video))]
+    chunk = int(method.c) if method.sampler == "stream" else B  # frames per emission: a stream's chunk, or a whole clip
+    scores = [score_video(video[i], colours[i], ref, B, chunk) for i in range(len(video))]
     result = aggregate(scores)
     part = Partition.for_buffer(B, int(method.c), int(method.s)) if method.sampler == "stream" else None
     result["levels_per_frame"], result["forwards_per_frame"] = evaluations_per_frame(

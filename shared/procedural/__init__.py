@@ -7,7 +7,20 @@ smoothness, motion, drift and prompt adherence against what real clips look like
 """
 
 from .clips import COLOURS, SHAPES, VOCAB, Clip, Switch, find_objects, make_clip, tokens
-from .detector import Reference, aggregate, boundary_jump, detect, follows_prompt, frame_jump, frame_validity, frames_to_follow, score_video
+from .detector import (
+           Reference,
+           aggregate,
+           boundary_jump,
+           detect,
+           flicker,
+           follows_prompt,
+           frame_jump,
+           frame_validity,
+           frames_to_follow,
+           score_video,
+           track_breaks,
+)
 
 __all__ = ["COLOURS", "SHAPES", "VOCAB", "Clip", "Switch", "find_objects", "make_clip", "tokens",
-           "Reference", "aggregate", "boundary_jump", "detect", "follows_prompt", "frame_jump", "frame_validity", "frames_to_follow", "score_video"]
+           "Reference", "aggregate", "boundary_jump", "detect", "flicker", "follows_prompt", "frame_jump", "frame_validity", "frames_to_follow",
+           "score_video", "track_breaks"]

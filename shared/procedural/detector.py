@@ -23,6 +23,15 @@ held-out procedural clips (``Reference``), and every metric is stated against it
 - ``frame_jump`` / ``boundary_jump``: the pixel change across a frame (a switch, a chunk boundary)
   over the clip's median change between consecutive frames: 1 is as smooth as anywhere else, a
   seam or a visual reset is well above 1 (temporal consistency).
+- ``breaks`` / ``boundary_breaks``: object continuity between consecutive frames (temporal
+  consistency by identity and position): the share of (prompted object, transition) pairs where the
+  object's track breaks: it is one valid object in one frame and not in the other (vanished,
+  recoloured, split, appeared), or valid in both but its centroid moved more than any real clip
+  moves one (``Reference.max_step``). ``boundary_breaks`` counts only the transitions into a new
+  chunk; the data's own rate (occlusions) is the reference row's.
+- ``flicker``: mean absolute frame-to-frame change of the pixels that are background in both frames
+  ([-1, 1] units); the data's background is flat, so 0 is the data's value, and a generator whose
+  background shimmers from frame to frame scores above it (a static blemish does not flicker).
 """
 
 from __future__ import annotations
@@ -47,11 +56,12 @@ class Reference:
     max_pixels: float
     speed: float  # mean centroid speed, pixels / frame
     spurious_pixels: int  # a non-prompted colour blob this large counts as a spurious object
+    max_step: float  # a valid object's centroid moving further between two frames is a break (1.5 x the 99.9th percentile of unoccluded real steps)
 
     @classmethod
     def measure(cls, size: int, frames: int, objects: int, speed: float, scale: float = 1.0, stripes: bool = True, clips: int = 64,
                 seed: int = 10_000) -> Reference:
-        counts, speeds = [], []
+        counts, speeds, free_steps = [], [], []
         rng = np.random.default_rng(seed)
         for _ in range(clips):
             clip = make_clip(rng, frames=frames, size=size, objects=objects, speed=speed, scale=scale, stripes=stripes)
@@ -59,10 +69,13 @@ class Reference:
             for k in range(objects):
                 alone = _unoccluded(clip, k)
                 counts += list(found[k, alone, 2])  # the largest blob of an unoccluded object: its size
+                step = np.hypot(*np.diff(found[k, :, :2], axis=0).T)
+                free_steps += list(step[alone[1:] & alone[:-1]])  # how far an object moves in a frame when nothing covers it
             speeds.append(_speeds(found))
         counts = np.asarray(counts)
         low, high = np.percentile(counts, [1, 99])
-        return cls(0.5 * float(low), 1.5 * float(high), float(np.nanmean(np.concatenate(speeds))), max(4, int(0.25 * low)))
+        return cls(0.5 * float(low), 1.5 * float(high), float(np.nanmean(np.concatenate(speeds))), max(4, int(0.25 * low)),
+                   1.5 * float(np.percentile(free_steps, 99.9)))
 
 
 def _unoccluded(clip, k: int) -> np.ndarray:
@@ -124,8 +137,9 @@ def frame_validity(video: np.ndarray, colours: list[str], ref: Reference) -> tup
     return validity, found
 
 
-def score_video(video: np.ndarray, colours: list[str], ref: Reference, bin_frames: int) -> dict:
-    """All metrics of one generated video [F, 3, S, S] in [-1, 1] prompted with ``colours``."""
+def score_video(video: np.ndarray, colours: list[str], ref: Reference, bin_frames: int, chunk: int | None = None) -> dict:
+    """All metrics of one generated video [F, 3, S, S] in [-1, 1] prompted with ``colours``; with
+    ``chunk`` (frames per generated chunk) also the track breaks at chunk boundaries."""
     validity, found = frame_validity(video, colours, ref)
     xy = found[:, :, :2]
     accel = np.hypot(*(xy[:, 2:] - 2 * xy[:, 1:-1] + xy[:, :-2]).transpose(2, 0, 1))
@@ -133,7 +147,13 @@ def score_video(video: np.ndarray, colours: list[str], ref: Reference, bin_frame
     speeds = _speeds(found)
     hist = colour_histogram(video)
     first, last = slice(0, bin_frames), slice(len(video) - bin_frames, len(video))
-    return {
+    breaks = track_breaks(video, colours, ref)
+    extra = {}
+    if chunk is not None and len(video) > chunk:
+        extra["boundary_breaks"] = float(breaks[np.arange(1, len(video)) % chunk == 0].mean())
+    return extra | {
+        "breaks": float(breaks.mean()) if len(breaks) else float("nan"),
+        "flicker": flicker(video),
         "validity": float(validity.mean()),
         "jerk_px": float(accel.mean()) if len(accel) else float("nan"),
         "accelerations": accel,
@@ -144,6 +164,27 @@ def score_video(video: np.ndarray, colours: list[str], ref: Reference, bin_frame
     }
 
 
+def track_breaks(video: np.ndarray, colours: list[str], ref: Reference) -> np.ndarray:
+    """[F - 1]: per transition (frame t - 1 to t), the share of prompted objects whose track breaks
+    (valid in one frame and not the other, or valid in both and moved more than ``ref.max_step``)."""
+    found = detect(video, colours)
+    largest, total = found[:, :, 2], found[:, :, 3]
+    ok = (largest >= ref.min_pixels) & (largest <= ref.max_pixels) & (largest >= COMPACT * total)  # [objects, F]
+    step = np.hypot(*np.diff(found[:, :, :2], axis=1).transpose(2, 0, 1))
+    both = ok[:, 1:] & ok[:, :-1]
+    broken = (ok[:, 1:] != ok[:, :-1]) | (both & (np.nan_to_num(step, nan=0.0) > ref.max_step))
+    return broken.mean(axis=0)
+
+
+def flicker(video: np.ndarray) -> float:
+    """Mean |frame t - frame t-1| over the pixels that are background (not a colour) in both frames."""
+    rgb = (video + 1) / 2
+    background = rgb.max(axis=1) <= BACKGROUND + 0.15  # [F, S, S], the colour detector's own threshold
+    still = background[1:] & background[:-1]
+    change = np.abs(np.diff(video.astype(np.float64), axis=0)).mean(axis=1)
+    return float(change[still].mean()) if still.any() else float("nan")
+
+
 def aggregate(scores: list[dict]) -> dict:
     """Means (and spreads) over videos; ``jerk_px`` pools every valid triple of every video (a video
     whose objects are never tracked three frames in a row has no smoothness of its own)."""
@@ -151,7 +192,9 @@ def aggregate(scores: list[dict]) -> dict:
     out = {"jerk_px": float(accel.mean()) if len(accel) else float("nan")}
     jerks = np.array([s["jerk_px"] for s in scores], dtype=float)
     out["jerk_px_std"] = float(np.nanstd(jerks)) if np.isfinite(jerks).any() else float("nan")
-    for key in ("validity", "dynamic", "drift", "colour_drift"):
+    for key in ("validity", "dynamic", "drift", "colour_drift", "breaks", "boundary_breaks", "flicker"):
+        if not all(key in s for s in scores):
+            continue
         values = np.array([s[key] for s in scores], dtype=float)
         finite = values[np.isfinite(values)]
         out[key] = float(finite.mean()) if len(finite) else float("nan")

@@ -78,3 +78,44 @@ def test_jumps_are_one_for_smooth_motion_and_large_at_a_seam():
     assert boundary_jump(resets, 4) > 2
     with pytest.raises(ValueError, match="no boundary"):
         boundary_jump(clip.video[:4], 4)
+
+
+def test_track_breaks_are_rare_in_the_data_and_found_at_a_seam(ref):
+    """Continuity by identity and position: the data's own tracks rarely break (occlusions); a seam
+    where the same prompt's objects restart elsewhere breaks every track at the boundary, and a
+    chunk-wise seam shows in boundary_breaks (not in the transitions inside chunks)."""
+    from shared.procedural import track_breaks
+
+    data = scores(ref, lambda v: v, seed=800)
+    assert data["breaks"] < 0.03
+    a = make_clip(np.random.default_rng(901), frames=32, size=16, objects=2, stripes=False)
+    b = make_clip(np.random.default_rng(902), frames=32, size=16, objects=2, stripes=False, colours=a.colours)  # same prompt, other motion
+    assert track_breaks(a.video, a.colours, ref)[15] == 0
+    seam = np.concatenate([a.video[:16], np.roll(a.video[16:], 7, axis=-1)])  # from frame 16 the picture is shifted 7 px
+    assert track_breaks(seam, a.colours, ref)[15] == 1.0  # transition 15 -> 16: both objects jump (or split at the wrap)
+    resets = np.where((np.arange(32) // 4 % 2 == 1)[:, None, None, None], b.video, a.video)  # chunks of 4 alternate between the two
+    smooth, seamed = score_video(a.video, a.colours, ref, 8, chunk=4), score_video(resets, a.colours, ref, 8, chunk=4)
+    assert seamed["boundary_breaks"] > 0.5 > smooth["boundary_breaks"] and seamed["breaks"] > smooth["breaks"]
+    inside = track_breaks(resets, a.colours, ref)[np.arange(1, 32) % 4 != 0]
+    assert inside.mean() < 0.1  # the seams are at the boundaries only
+    one = a.video.copy()
+    one[10] = one[9]  # one frame repeated: motion pauses, nothing breaks
+    assert track_breaks(one, a.colours, ref).max() == 0
+    vanished = a.video.copy()
+    vanished[20:] = np.where(np.abs(vanished[20:] - vanished[20:].min()) < 1e-6, vanished[20:], -1 + 2 * 0.1)  # everything greyed to background
+    assert track_breaks(vanished, a.colours, ref)[19] == 1.0
+
+
+def test_flicker_is_zero_for_the_data_and_grows_with_background_shimmer(ref):
+    from shared.procedural import flicker
+    from shared.procedural.clips import BACKGROUND
+
+    clip = make_clip(np.random.default_rng(903), frames=24, size=16, objects=2)
+    assert flicker(clip.video) == 0.0
+    rng = np.random.default_rng(0)
+    static = clip.video + 0.04 * rng.standard_normal((1, 1, 16, 16)).astype(np.float32)  # the same blemish every frame
+    shimmer = clip.video + 0.04 * rng.standard_normal(clip.video.shape).astype(np.float32)
+    assert flicker(static) < 1e-6 < 0.02 < flicker(shimmer) < 0.1
+    stronger = clip.video + 0.08 * rng.standard_normal(clip.video.shape).astype(np.float32)
+    assert flicker(stronger) > 1.5 * flicker(shimmer)
+    assert BACKGROUND * 2 - 1 == pytest.approx(float(clip.video.min()), abs=0.3)
