@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from shared.progress import progress
+
 from .model import Gaussians, render_gaussians
 
 
@@ -263,9 +265,16 @@ def synthetic_scene(
     truth = synthetic_truth(n_frames, seed, backdrop, ball, ellipsoid, object_scale, entering, enter_frame)
     cams = camera_arc(n_cameras, width, height)
     background = torch.zeros(3)
-    images = torch.stack([
-        torch.stack([render_gaussians(frame.to(device), cam.to(device), background.to(device))[0].cpu() for cam in cams]) for frame in truth.frames
-    ]).clamp(0, 1)
+    bar = progress(total=n_frames * n_cameras, desc="queen ground truth views")  # minutes at paper scale on a CPU
+
+    def view(frame: Gaussians, cam: Camera) -> torch.Tensor:
+        with torch.no_grad():
+            image = render_gaussians(frame.to(device), cam.to(device), background.to(device))[0].cpu()
+        bar.update()
+        return image
+
+    images = torch.stack([torch.stack([view(frame, cam) for cam in cams]) for frame in truth.frames]).clamp(0, 1)
+    bar.close()
     g = torch.Generator().manual_seed(seed + 1)
     first = truth.frames[0]
     seen = torch.nonzero(first.opacity_logit[:, 0] > 0)[:, 0]  # an object not yet in the scene has no points
