@@ -13,17 +13,27 @@ def figure_drift(results: dict, data: dict | None, bin_frames: int):
     (``results[row]["per_frame_validity"]``: [prompts, frames]); ``data``: the real clips, dashed."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    for row, res in [*results.items(), *([("data", data)] if data is not None else [])]:
+    colours = row_colours(len(results))
+    for i, (row, res) in enumerate([*results.items(), *([("data", data)] if data is not None else [])]):
         v = res["per_frame_validity"]  # [P, F]
         bins = v[:, : v.shape[1] // bin_frames * bin_frames].reshape(len(v), -1, bin_frames).mean(axis=2)
         x = (np.arange(bins.shape[1]) + 0.5) * bin_frames
-        style = {"color": "0.3", "ls": "--"} if row == "data" else {}
-        ax.plot(x, bins.mean(0), marker="o", ms=3, label=row, **style)
-        ax.fill_between(x, bins.mean(0) - bins.std(0), bins.mean(0) + bins.std(0), alpha=0.12, **({"color": "0.3"} if row == "data" else {}))
+        colour = "0.3" if row == "data" else colours[i]
+        marker = "o" if row == "data" else "os^D"[i // 10 % 4]  # more rows than colours in a cycle: another marker
+        ax.plot(x, bins.mean(0), marker=marker, ms=3, label=row, color=colour, ls="--" if row == "data" else "-")
+        ax.fill_between(x, bins.mean(0) - bins.std(0), bins.mean(0) + bins.std(0), alpha=0.12, color=colour)
     ax.set(xlabel="frame of the rollout", ylabel=f"validity (mean over {bin_frames}-frame bins)", ylim=(0, 1.05), title="drift over a long rollout")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def row_colours(n: int) -> list:
+    """``n`` distinct colours: tab10 up to 10 rows, tab20 beyond (the default cycle repeats after 10,
+    so a table of 15 rows drew rows 1 and 11 alike)."""
+    plt = pyplot()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def figure_strip(results: dict, data: dict | None, frames: int):
