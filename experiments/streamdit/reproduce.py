@@ -26,19 +26,16 @@ from .sample import FrameSinkMemory, evaluations_per_frame, generate_clips, stre
 from .schedule import Partition
 from .train import train
 
-MODELS = ("uniform", "fixed1", "mixed", "student")
-
 
 def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, dict]:
     """The trained models the rows need (the student needs the mixed model as its teacher)."""
     if "student" in needed:
         needed = needed | {"mixed"}
     models, summaries = {}, {}
-    for name in ("uniform", "fixed1", "mixed"):
+    for name in cfg.models:  # in the config's order: a model's init comes before it
         if name not in needed:
             continue
-        spec = cfg.models[name]
-        init = spec.get("init")
+        init = cfg.models[name].get("init")
         if init and init not in models:
             models[init], summaries[init] = _train_flow(cfg, init, run, device)
         models[name], summaries[name] = _train_flow(cfg, name, run, device, models[init].state_dict() if init else None)
@@ -55,7 +52,7 @@ def _train_flow(cfg, name: str, run: Run, device: str, init: dict | None = None)
     its clip model) trains ``train.finetune_steps``."""
     steps = int(cfg.train.finetune_steps if init is not None else cfg.train.steps)
     return train(cfg, "flow", steps, float(cfg.train.lr), run.checkpoint_path(f"model_{name}"), chunk_sizes=list(cfg.models[name].chunks), init=init,
-                 log=lambda m, step: run.logger.log(m, step=step, scope=f"train/{name}"), device=device)
+                 log=lambda m, step: run.logger.log(m, step=step, scope=f"train/{name}"), device=device, name=name)
 
 
 def prompts(cfg) -> tuple[torch.Tensor, list[list[str]]]:
@@ -145,9 +142,10 @@ def reproduce(cfg, run: Run) -> None:
     if unknown:
         raise ConfigError(f"eval.rows: unknown rows {unknown}; valid: {', '.join(run_rows())}")
     methods = {row: run.compose_row("streamdit", row).method for row in rows}
-    bad = {row: m.model for row, m in methods.items() if m.model not in MODELS}
+    known = (*cfg.models, "student")
+    bad = {row: m.model for row, m in methods.items() if m.model not in known}
     if bad:
-        raise ConfigError(f"method.model must be one of {MODELS} (got {bad})")
+        raise ConfigError(f"method.model must be one of {known} (got {bad})")
     ref = Reference.measure(int(cfg.data.size), int(cfg.buffer) * 2, int(cfg.data.objects), float(cfg.data.speed), float(cfg.data.scale), bool(cfg.data.stripes))
     models, summaries = train_models(cfg, {m.model for m in methods.values()}, run, device)
     results = {}

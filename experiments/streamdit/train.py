@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from shared import runtime
 from shared.distributed import check_ranks_agree, distributed, parameter_checksum, warmup_cosine  # noqa: F401 (parameter_checksum: the DDP test reads it here)
@@ -45,8 +46,12 @@ from .schedule import Partition, level_time, make_xt, training_times, velocity_t
 EXPERIMENT = Path(__file__).resolve().parent.name
 
 
-def model_config(cfg) -> DiTConfig:
-    m, d = cfg.model, cfg.data
+def model_config(cfg, name: str | None = None) -> DiTConfig:
+    """The DiT of ``cfg.model``, with trained model ``name``'s own ``models.<name>.model`` overrides
+    (the plain-DiT models: ``local_conv: 0``)."""
+    d = cfg.data
+    m = dict(cfg.model) | dict((cfg.models.get(name) or {}).get("model") or {}) if name else cfg.model
+    m = OmegaConf.create(dict(m))
     return DiTConfig(channels=3, frames=int(cfg.buffer), height=int(d.size), width=int(d.size), patch=int(m.patch), dim=int(m.dim),
                      depth=int(m.depth), heads=int(m.heads), ffn=m.get("ffn"), swiglu=bool(m.swiglu), window=tuple(m.window),
                      vocab=16, text_len=2 * int(d.objects), adaln_single=bool(m.adaln_single),
@@ -143,13 +148,15 @@ def check_checkpoint(state: dict, model_cfg: DiTConfig, path: Path) -> None:
 
 
 def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_sizes=(16,), teacher: StreamDiT | None = None,
-          init: dict | None = None, log: Callable[[dict, int], None] | None = None, device: str = "cpu") -> tuple[StreamDiT, dict]:
+          init: dict | None = None, log: Callable[[dict, int], None] | None = None, device: str = "cpu",
+          name: str | None = None) -> tuple[StreamDiT, dict]:
     """Train one model (``kind``: "flow" or "distill") for ``steps``; resumes from ``checkpoint``
-    when it exists. Returns the model (unwrapped) and {loss_first, loss_last, seconds, steps}."""
+    when it exists. Returns the model (unwrapped) and {loss_first, loss_last, seconds, steps}.
+    ``name``: the trained model of ``cfg.models`` this is (its architecture overrides apply)."""
     if kind not in ("flow", "distill") or (kind == "distill" and teacher is None):
         raise ValueError(f"train kind must be 'flow', or 'distill' with a teacher (got {kind!r}, teacher {'set' if teacher else 'missing'})")
     rank, world = distributed()
-    mcfg = model_config(cfg)
+    mcfg = model_config(cfg, name)
     t = cfg.train
     torch.manual_seed(int(cfg.trainer.seed))
     model = StreamDiT(mcfg).to(device)
@@ -206,12 +213,13 @@ def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_
     return model, summary
 
 
-def load_model(cfg, checkpoint: Path, device: str = "cpu") -> StreamDiT:
-    """A trained model from its checkpoint, refusing one trained with another configuration."""
+def load_model(cfg, checkpoint: Path, device: str = "cpu", name: str | None = None) -> StreamDiT:
+    """A trained model (``cfg.models`` entry ``name``) from its checkpoint, refusing one trained with
+    another configuration."""
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     state = load_checkpoint(checkpoint, device)
-    mcfg = model_config(cfg)
+    mcfg = model_config(cfg, name)
     check_checkpoint(state, mcfg, checkpoint)
     model = StreamDiT(mcfg).to(device)
     model.load_state_dict(state["model"])
@@ -231,8 +239,8 @@ def main(cfg) -> float:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
     which = cfg.method.model
-    if which not in ("uniform", "fixed1", "mixed", "student"):
-        raise ConfigError(f"method.model must be uniform, fixed1, mixed or student (got {which!r})")
+    if which != "student" and which not in cfg.models:
+        raise ConfigError(f"method.model must be one of {', '.join([*cfg.models, 'student'])} (got {which!r})")
     teacher = None
     if which == "student":
         path = cfg.distill.get("teacher")
@@ -251,9 +259,10 @@ def main(cfg) -> float:
                                init=teacher.state_dict(), log=log, device=device)
         else:
             init_from = cfg.train.get("init_from")
-            init = load_model(cfg, Path(init_from), device).state_dict() if init_from else None
+            init = load_model(cfg, Path(init_from), device, which).state_dict() if init_from else None
             steps = int(cfg.train.finetune_steps if init is not None else cfg.train.steps)
-            _, summary = train(cfg, "flow", steps, float(cfg.train.lr), checkpoint, chunk_sizes=list(cfg.models[which].chunks), init=init, log=log, device=device)
+            _, summary = train(cfg, "flow", steps, float(cfg.train.lr), checkpoint, chunk_sizes=list(cfg.models[which].chunks), init=init, log=log,
+                               device=device, name=which)
         if run is not None:
             run.add_results("training", which, summary)
     if run is not None:

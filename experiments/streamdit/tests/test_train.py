@@ -165,3 +165,32 @@ def test_two_gloo_processes_under_torchrun_agree_with_each_other_and_with_one_pr
     assert ranks[0]["checksum"] == ranks[1]["checksum"] and ranks[0]["first"] == ranks[1]["first"]
     assert torch.allclose(torch.tensor(ranks[0]["first"]), torch.tensor(single["first"]), atol=1e-5)
     assert ranks[0]["first"] != pytest.approx([0.0] * 8)
+
+
+def test_the_plain_rows_train_the_papers_dit_without_the_ffn_convolution(tmp_path):
+    """models.<name>.model overrides the architecture of that trained model only: the *_plain models
+    have no FFN convolution (the paper's DiT), the others keep the preset's; a plain checkpoint is
+    refused as the convolutional model and loads as itself."""
+    cpu = compose(get(EXPERIMENT), "cpu", [])
+    assert model_config(cpu, "mixed").local_conv == 3 and model_config(cpu).local_conv == 3
+    assert model_config(cpu, "uniform_plain").local_conv == 0 and model_config(cpu, "mixed_plain").local_conv == 0
+    assert cpu.models.mixed_plain.init == "uniform_plain" and list(cpu.models.mixed_plain.chunks) == list(cpu.models.mixed.chunks)
+    cfg = smoke_cfg(**{"model.local_conv": 3})
+    plain, _ = train(cfg, "flow", 1, 1e-3, tmp_path / "plain.pt", chunk_sizes=[8], name="uniform_plain")
+    conv, _ = train(cfg, "flow", 1, 1e-3, tmp_path / "conv.pt", chunk_sizes=[8], name="uniform")
+    assert not any("conv" in k for k in plain.state_dict()) and any("conv" in k for k in conv.state_dict())
+    with pytest.raises(ValueError, match="another model configuration.*local_conv"):
+        load_model(cfg, tmp_path / "plain.pt", name="uniform")
+    assert load_model(cfg, tmp_path / "plain.pt", name="uniform_plain").cfg.local_conv == 0
+    for row, model in (("full_clip_plain", "uniform_plain"), ("streamdit_mixed_plain", "mixed_plain")):
+        assert compose(get(EXPERIMENT), "cpu", [], row=("streamdit", row)).method.model == model
+
+
+def test_the_table_trains_the_plain_rows_models_without_the_convolution(tmp_path):
+    from shared.runner import reproduce
+
+    run = reproduce(EXPERIMENT, "smoke", ["eval.rows=[streamdit_mixed_plain]", "model.local_conv=3"], outputs=tmp_path)
+    for name in ("uniform_plain", "mixed_plain"):
+        state = torch.load(run.dir / "checkpoints" / f"model_{name}.pt", weights_only=False)
+        assert state["model_config"]["local_conv"] == 0 and not any("conv" in k for k in state["model"])
+    assert not (run.dir / "checkpoints" / "model_mixed.pt").exists()  # only what the row needs
