@@ -227,3 +227,56 @@ def test_no_visible_gaussian_renders_the_background(impl):
     image.sum().backward()  # and nothing in the backward pass fails either
     image, alpha, _ = render(means[:0], quats[:0], scales[:0], opac[:0], colors[:0], viewmat, K, w, h, impl=impl, background=bg)
     assert torch.equal(image, bg.expand(h, w, 3))
+
+
+@pytest.mark.parametrize("max_pairs", [1, 150, 2000])
+def test_sparse_bands_of_rows_equal_one_pass_on_images_alphas_and_gradients(max_pairs):
+    """Above max_pairs the image is composited in bands of rows under checkpointing (memory follows
+    the band): the same image, alpha and gradients as one pass, with and without a mask; every band
+    holds at most max_pairs pairs unless a single row has more."""
+    from kernels.splat import sparse
+
+    viewmat, K, w, h = camera(23, 17, focal=23)
+    params = random_gaussians(57, seed=9, sh_degree=2)
+    mask = torch.rand(h, w, generator=torch.Generator().manual_seed(1)) > 0.3
+    for pixel_mask in (None, mask):
+        results = []
+        for limit in (None, max_pairs):
+            leaves = [t.detach().clone().requires_grad_(True) for t in params]
+            image, alpha, meta = sparse.rasterize(*leaves, viewmat, K, w, h, background=torch.tensor([0.2, 0.5, 0.9]), pixel_mask=pixel_mask, max_pairs=limit)
+            weights = torch.linspace(-1, 1, image.numel()).reshape(image.shape)
+            ((image * weights).sum() + (alpha * alpha).sum()).backward()
+            results.append((image.detach(), alpha.detach(), [t.grad for t in leaves] + [viewspace_grad(meta)], meta["pairs"]))
+        (image, alpha, grads, n), (b_image, b_alpha, b_grads, b_n) = results
+        assert torch.allclose(b_image, image, atol=1e-6, rtol=0) and torch.allclose(b_alpha, alpha, atol=1e-6, rtol=0) and b_n == n > 0
+        for one, banded in zip(grads, b_grads):
+            assert one.abs().max() > 0 and torch.allclose(banded, one, atol=1e-5 * float(one.abs().max()), rtol=0)  # float32 sums in another order
+    # the split: bands tile the rows, and each holds at most max_pairs pairs (or is one row)
+    from kernels.splat.reference import screen_space
+
+    _, means2d, cov2d, _, _, in_front, visible, _, _ = screen_space(*params, viewmat, K, w, h, 2, None, 0.01, 0.3)
+    keep = torch.nonzero(visible)[:, 0]
+    lo, hi = sparse.boxes(means2d, cov2d, params[3], keep, w, h)
+    split = sparse.bands(lo, hi, h, max_pairs)
+    assert split[0][0] == 0 and split[-1][1] == h and all(a[1] == b[0] for a, b in zip(split, split[1:]))
+    sizes = [len(sparse.pairs(lo, hi, w, band)[0]) for band in split]
+    assert sum(sizes) == len(sparse.pairs(lo, hi, w, (0, h))[0])
+    assert all(n <= max_pairs or y1 - y0 == 1 for n, (y0, y1) in zip(sizes, split)) and (len(split) > 1) == (sum(sizes) > max_pairs)
+
+
+def test_sparse_bands_gradcheck_in_float64():
+    from kernels.splat import sparse
+
+    viewmat, K, w, h = camera(9, 7, focal=9, dtype=torch.float64)
+    params = random_gaussians(5, seed=4, dtype=torch.float64, sh_degree=1)
+    bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    leaves = [t.clone().requires_grad_(True) for t in params]
+    assert len(sparse.bands(*sparse.boxes(*sparse_screen(params, viewmat, K, w, h)), h, 20)) > 2
+    assert torch.autograd.gradcheck(lambda *p: sparse.rasterize(*p, viewmat, K, w, h, background=bg, max_pairs=20)[:2], leaves, eps=1e-6, atol=1e-5)
+
+
+def sparse_screen(params, viewmat, K, w, h):
+    from kernels.splat.reference import screen_space
+
+    _, means2d, cov2d, _, _, _, visible, _, _ = screen_space(*params, viewmat, K, w, h, None, None, 0.01, 0.3)
+    return means2d, cov2d, params[3], torch.nonzero(visible)[:, 0], w, h
