@@ -96,10 +96,11 @@ def new_stream(model, policy, cfg, batch: int, seed: int, device: str) -> Stream
                   sigmas=sigmas_for(tuple(cfg.sampler.steps), float(cfg.sampler.shift)), device=device)
 
 
-def ms_per_frame(model, policy, cfg, text: torch.Tensor, device: str) -> tuple[float, float]:
+def ms_per_frame(model, policy, cfg, text: torch.Tensor, device: str, frames: int) -> tuple[float, float]:
     """Milliseconds per frame of one stream: over ``fps_frames`` just after the first horizon (the
-    cache has filled) and over the last ``fps_frames`` of a 10-horizon rollout (flat cost: equal)."""
-    host, frames = model.cfg, 10 * int(cfg.horizon)
+    cache has filled) and over the last ``fps_frames`` of a ``frames``-long rollout, the row's own
+    length (flat cost: equal)."""
+    host = model.cfg
     span = max(1, int(cfg.eval.fps_frames) // host.chunk)
     start = int(cfg.horizon) // host.chunk
     stamps = []
@@ -131,7 +132,7 @@ def _evaluate_row(method, model, cfg, ref: Reference, device: str) -> dict:
     out |= {f"drift_{max(lengths)}x": float(np.mean([s["drift"] for s in scores])),
             f"dynamic_{max(lengths)}x": float(np.mean([s["dynamic"] for s in scores])),
             "boundary_jump": float(np.mean([boundary_jump(v, model.cfg.chunk) for v in video]))}
-    out["ms_per_frame"], out["ms_per_frame_last"] = ms_per_frame(model, policy, cfg, text.to(device), device)
+    out["ms_per_frame"], out["ms_per_frame_last"] = ms_per_frame(model, policy, cfg, text.to(device), device, frames)
     kept = policy.budget_frames if isinstance(policy, ParticipativeCompression) else policy.sink_frames + policy.window_frames - 1
     out["frames_seen"] = float(kept + model.cfg.chunk)
     out["per_frame_validity"] = validity

@@ -167,3 +167,22 @@ def test_long_tuning_streams_past_the_horizon_with_the_serving_policy_and_scores
     sf, _ = train(cfg, "self_forcing", 1, None, init=teacher.state_dict(), teacher=teacher)
     tuned, _ = train(cfg, "long_tuned", 1, None, init=sf.state_dict(), teacher=teacher)
     assert any(not torch.equal(a, b) for a, b in zip(tuned.parameters(), sf.parameters()))
+
+
+def test_the_cost_per_frame_is_timed_over_the_rows_own_rollout_length(monkeypatch):
+    """ms_per_frame's last window is the last fps_frames of the row's rollout (12 horizons for the
+    deep_forcing table), not of a fixed 10-horizon one."""
+    from .. import reproduce
+    from ..stream import Stream
+
+    cfg = tiny_cfg()
+    cfg.eval.fps_frames = 4
+    host = host_config(cfg)
+    model = CausalVideoDiT(host).eval()
+    method = OmegaConf.create({"policy": {"sink_frames": 1, "window_frames": 2}})
+    policy = reproduce.row_policy(method, host, int(cfg.horizon))
+    chunks = []
+    original = Stream.generate
+    monkeypatch.setattr(Stream, "generate", lambda self, text, n, **kw: chunks.append(n) or original(self, text, n, **kw))
+    first, last = reproduce.ms_per_frame(model, policy, cfg, torch.zeros(1, 2 * int(cfg.data.objects), dtype=torch.long), "cpu", 12 * int(cfg.horizon))
+    assert chunks == [12 * int(cfg.horizon) // host.chunk] and first > 0 and last > 0
