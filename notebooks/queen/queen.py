@@ -105,6 +105,16 @@ print(format_claims(seeds))
 display(pd.DataFrame(seeds["claims"]).round(5))
 
 # %% [markdown]
+# One attribute left unquantised (`no_quant_scale`: scale residuals stored as float32 for every
+# Gaussian, the paper's Table 4 question), over the same six (scene, training seed) pairs, in runs of
+# the rows `queen` and `no_quant_scale` only (`eval.rows=[queen,no_quant_scale]`; pairs within a run).
+
+# %%
+one_attribute = Path("results/seeds_no_quant_scale.json")
+if one_attribute.is_file():
+    print(format_claims(json.loads(one_attribute.read_text())))
+
+# %% [markdown]
 # This run, checked: every frame decodes from the bytes alone to exactly the trainer's scene, and
 # the gate opens mostly on the moving parts (precision above the share of moving Gaussians, which is
 # what an always-open gate scores).
