@@ -73,8 +73,9 @@ def prompts(cfg) -> tuple[torch.Tensor, list[list[str]]]:
 def row_policy(method, host, horizon: int):
     """The row's frame policy: ``sink_frames`` pinned first frames and a rolling ``window_frames``
     (the newest window_frames - 1 frames besides the incoming chunk); ``kind: deep_sink`` re-aligns
-    the sink's RoPE positions to sit just before the oldest window frame (Deep Forcing). Refused if a
-    chunk would see more frames than training showed (relative RoPE offsets the model never met)."""
+    the sink's RoPE positions to end ``gap_frames`` (default 0: adjacent; the official code: one
+    chunk) before the oldest window frame (Deep Forcing). Refused if a chunk would see more frames
+    than training showed, or positions spread wider (relative RoPE offsets the model never met)."""
     sinks, window, kind = int(method.policy.sink_frames), int(method.policy.window_frames), str(method.policy.get("kind", "frame_sink"))
     if kind == "compressed":  # participative compression: sinks, the newest recent_frames, the most attended others, budget_frames kept
         budget, recent = int(method.policy.budget_frames), int(method.policy.recent_frames)
@@ -82,13 +83,16 @@ def row_policy(method, host, horizon: int):
             raise ConfigError(f"method.policy: a compression budget of {budget} frames + chunk {host.chunk} must fit the horizon {horizon} "
                               f"and hold sink {sinks} + recent {recent}")
         return ParticipativeCompression(host.tokens_per_frame, budget_frames=budget, recent_frames=recent, sink_frames=sinks)
-    seen = sinks + window - 1 + host.chunk
-    if seen > horizon or window < 1 or sinks < 0:
-        raise ConfigError(f"method.policy: sink {sinks} + window {window} - 1 + chunk {host.chunk} = {seen} frames seen at once; "
-                          f"at most the training horizon {horizon}")
+    gap = int(method.policy.get("gap_frames", 0)) if kind == "deep_sink" else 0
+    seen = sinks + gap + window - 1 + host.chunk
+    if seen > horizon or window < 1 or sinks < 0 or gap < 0:
+        raise ConfigError(f"method.policy: sink {sinks} + gap {gap} + window {window} - 1 + chunk {host.chunk} = {seen} frames of positions "
+                          f"seen at once; at most the training horizon {horizon}")
     if kind not in ("frame_sink", "deep_sink"):
         raise ConfigError(f"method.policy.kind must be frame_sink, deep_sink or compressed (got {kind!r})")
-    return (DeepSink if kind == "deep_sink" else FrameSink)(host.tokens_per_frame, sink_frames=sinks, window_frames=window)
+    if kind == "deep_sink":
+        return DeepSink(host.tokens_per_frame, sink_frames=sinks, window_frames=window, gap_frames=gap)
+    return FrameSink(host.tokens_per_frame, sink_frames=sinks, window_frames=window)
 
 
 def new_stream(model, policy, cfg, batch: int, seed: int, device: str) -> Stream:

@@ -217,11 +217,16 @@ class FrameSink(Policy):
 @dataclass(frozen=True)
 class DeepSink(FrameSink):
     """Deep Forcing's deep sink: FrameSink with many sink frames (about half the window) whose
-    *temporal* RoPE positions are re-aligned to sit just before the oldest kept window frame.
+    *temporal* RoPE positions are re-aligned to end ``gap_frames`` before the oldest kept window
+    frame: 0 puts the sink directly before it (the "adjacent" reading of the paper's equation);
+    the official code's s* = f_cur - L_tail - S leaves a gap of one chunk (``gap_frames`` = the
+    chunk; the handbook's worked example, tested). Which one the paper means is unverified.
 
     Positions stay token positions (frame * tokens_per_frame + offset inside the frame), so a 3D
     RoPE reads the temporal index as ``pos // tokens_per_frame`` and the spatial offset unchanged.
     """
+
+    gap_frames: int = 0
 
     def rope_positions(self, kv_pos, q_pos, meta):
         frame = torch.div(kv_pos, self.tokens_per_frame, rounding_mode="floor")
@@ -229,7 +234,8 @@ class DeepSink(FrameSink):
         window_frames = frame[~is_sink]
         if len(window_frames) == 0:
             return kv_pos, q_pos
-        shift = (int(window_frames.min()) - self.sink_frames) * self.tokens_per_frame
+        # never moved before where it started: a window still next to the sink leaves it in place
+        shift = max(0, int(window_frames.min()) - self.gap_frames - self.sink_frames) * self.tokens_per_frame
         return torch.where(is_sink, kv_pos + shift, kv_pos), q_pos
 
 

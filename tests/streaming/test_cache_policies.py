@@ -130,6 +130,25 @@ def test_deep_sink_realigns_sink_frames_just_before_the_window():
     assert q_rope.tolist() == [10, 11]
 
 
+def test_deep_sink_with_a_one_chunk_gap_reproduces_the_official_codes_worked_example():
+    """Handbook 3.2: sink S = 10, attention window 21 frames, chunks of 3. At chunk 21-23 the cache
+    keeps frames 0-9 and 13-23: the code's s* = f_cur - L_tail - S = 21 - 11 - 10 = 0 leaves the sink
+    at 0-9, a gap of one chunk before the tail at 13; each later chunk moves it by +3. The adjacent
+    reading (gap 0) puts it at 3-12."""
+    def sink_start(policy, kept_window_start):
+        kv_pos = torch.cat([torch.arange(10), torch.arange(kept_window_start, kept_window_start + 11)])
+        meta = SlotMeta(kv_pos, kv_pos, kv_pos < 10, torch.zeros(len(kv_pos)))
+        kv_rope, q_rope = policy.rope_positions(kv_pos, kv_pos[-3:], meta)
+        assert torch.equal(kv_rope[10:], kv_pos[10:]) and torch.equal(q_rope, kv_pos[-3:])  # only the sink moves
+        assert torch.equal(kv_rope[:10], kv_rope[0] + torch.arange(10))  # contiguous
+        return int(kv_rope[0])
+
+    code, adjacent = DeepSink(1, 10, 11, gap_frames=3), DeepSink(1, 10, 11)
+    assert [sink_start(code, start) for start in (13, 16, 19)] == [0, 3, 6]
+    assert [sink_start(adjacent, start) for start in (13, 16, 19)] == [3, 6, 9]
+    assert sink_start(code, 10) == 0 and sink_start(code, 12) == 0  # before the gap opens the sink stays where it began
+
+
 def test_participative_compression_keeps_the_known_top_frames():
     policy = ParticipativeCompression(tokens_per_frame=2, budget_frames=5, recent_frames=2, sink_frames=1)
     pos = torch.arange(16)  # frames 0..7

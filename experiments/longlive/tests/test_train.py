@@ -1,6 +1,7 @@
 """The training recipes: each mask lets exactly the context its recipe promises through, the DMD
 gradient is the brief's formula, and a resumed run ends where an uninterrupted one does."""
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -186,3 +187,19 @@ def test_the_cost_per_frame_is_timed_over_the_rows_own_rollout_length(monkeypatc
     monkeypatch.setattr(Stream, "generate", lambda self, text, n, **kw: chunks.append(n) or original(self, text, n, **kw))
     first, last = reproduce.ms_per_frame(model, policy, cfg, torch.zeros(1, 2 * int(cfg.data.objects), dtype=torch.long), "cpu", 12 * int(cfg.horizon))
     assert chunks == [12 * int(cfg.horizon) // host.chunk] and first > 0 and last > 0
+
+
+def test_deep_sink_rows_take_the_official_one_chunk_gap_and_refuse_positions_wider_than_training():
+    from shared.errors import ConfigError
+    from shared.streaming import DeepSink
+
+    from .. import reproduce
+
+    cfg = tiny_cfg()
+    host = host_config(cfg)
+    horizon = int(cfg.horizon)  # 4 frames; chunk 2
+    policy = reproduce.row_policy(OmegaConf.create({"policy": {"kind": "deep_sink", "sink_frames": 1, "window_frames": 1, "gap_frames": 1}}), host, horizon)
+    assert isinstance(policy, DeepSink) and policy.gap_frames == 1
+    assert reproduce.row_policy(OmegaConf.create({"policy": {"kind": "deep_sink", "sink_frames": 1, "window_frames": 2}}), host, horizon).gap_frames == 0
+    with pytest.raises(ConfigError, match="sink 1 \\+ gap 2 \\+ window 1 - 1 \\+ chunk 2 = 5"):
+        reproduce.row_policy(OmegaConf.create({"policy": {"kind": "deep_sink", "sink_frames": 1, "window_frames": 1, "gap_frames": 2}}), host, horizon)
