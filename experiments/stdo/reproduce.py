@@ -21,7 +21,7 @@ from shared.runtime import resolve_device
 
 from .bundle import save_bundle
 from .chunking import quantile_thresholds
-from .data import load_video, lowres_frames
+from .data import h264_lowres, load_video, lowres_frames
 from .evaluate import scores, upscaling_fps
 from .labels import make_labels
 from .method import fit_upscaler
@@ -36,6 +36,8 @@ def prepare(cfg, clip_cfg, scale: int, device: str, run: Run | None = None) -> d
     video = load_video(clip_cfg.get("source") or name, max_frames=clip_cfg.get("max_frames"), stride=clip_cfg.get("stride", 1), start=clip_cfg.get("start", 0))
     _, h, w = video.shape
     lr = lowres_frames(video, scale)
+    if cfg.data.get("lr_crf") is not None:  # what a client decodes from an H.264 stream; every row trains and is scored on it
+        lr = h264_lowres(lr, int(cfg.data.lr_crf))
     grid = make_grid(h, w, scale, *clip_cfg.grid) if clip_cfg.get("grid") else auto_grid(h, w, scale, tuple(cfg.data.lr_patch))
     lr_p, hr_p = to_patches(lr, grid.rows, grid.cols), to_patches(video.frames, grid.rows, grid.cols)
     ckpt = run.checkpoint_path(f"general_{name}_x{scale}") if run is not None else None

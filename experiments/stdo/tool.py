@@ -39,13 +39,14 @@ def fit(args) -> Path:
     from shared.video import write_video
 
     from .bundle import save_bundle
-    from .data import load_video, lowres_frames
+    from .data import h264_lowres, load_video, lowres_frames
     from .labels import load_general, make_labels
     from .method import fit_upscaler
     from .patches import auto_grid, to_patches
 
+    crf = [f"data.lr_crf={args.lr_crf}"] if args.lr_crf is not None else []
     labels = [f"labels.source={args.labels}"] if not args.general_model else ["labels.source=file", f"labels.file={Path(args.general_model).resolve()}"]
-    cfg = _compose(args.preset, [f"chunks={args.chunks}", *labels, *args.overrides], row=("stdo", args.method))
+    cfg = _compose(args.preset, [f"chunks={args.chunks}", *labels, *crf, *args.overrides], row=("stdo", args.method))
     device = resolve_device(args.device or cfg.trainer.device)
     seed_everything(args.seed)
 
@@ -58,6 +59,8 @@ def fit(args) -> Path:
     # corrected command never meets the leftovers of a refused one.
     t, h, w = video.shape
     lr = lowres_frames(video, args.scale)
+    if cfg.data.get("lr_crf") is not None:  # train on what the client will decode (--lr-crf)
+        lr = h264_lowres(lr, int(cfg.data.lr_crf), fps=args.fps)
     grid = auto_grid(h, w, args.scale, tuple(cfg.data.lr_patch))
     lr_p, hr_p = to_patches(lr, grid.rows, grid.cols), to_patches(video.frames, grid.rows, grid.cols)
     shave = cfg.labels.shave if cfg.labels.shave is not None else args.scale + 4  # the labels' border, as labels.py
@@ -73,7 +76,7 @@ def fit(args) -> Path:
 
     work = out.with_name(out.name + ".work")
     signature = {"video": str(Path(video.source).resolve()), "frames": list(video.shape), "scale": args.scale, "chunks": args.chunks,
-                 "method": args.method, "labels": args.labels, "general_model": args.general_model, "preset": args.preset, "overrides": args.overrides, "seed": args.seed}
+                 "method": args.method, "labels": args.labels, "lr_crf": args.lr_crf, "general_model": args.general_model, "preset": args.preset, "overrides": args.overrides, "seed": args.seed}
     if (work / "fit.json").is_file() and json.loads((work / "fit.json").read_text()) != signature:
         raise DataError(f"{work} holds an unfinished fit with other settings; delete it or pass the same arguments to resume")
     work.mkdir(parents=True, exist_ok=True)
@@ -93,7 +96,7 @@ def fit(args) -> Path:
     bicubic = scores(upscale_patches(None, None, lr_p, args.scale, device=device), hr_p, grid, None)
     size = save_bundle(out, upscaler, cfg.model, t, source=video.source)
     if args.lowres_out:
-        write_video(args.lowres_out, lr, fps=args.fps, crf=0)
+        write_video(args.lowres_out, lr, fps=args.fps, crf=0)  # already the decoded frames at --lr-crf, if given: lossless from here
     shutil.rmtree(work)
     print(
         f"stdo fit: {out} ({size / 1e3:.0f} kB, {upscaler.parameters:,} parameters in {len(upscaler.models)} model(s)) | "
@@ -171,7 +174,8 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     f.add_argument("--labels", choices=("general", "bicubic"), default="general")
     f.add_argument("--general-model", metavar="PATH", help="label with this pretrained general WDSR (a state dict for the preset's model at --scale) instead of training one")
     f.add_argument("--out", help="bundle path (default: VIDEO.x<scale>.stdo)")
-    f.add_argument("--lowres-out", help="also write the bicubic LR video a client would receive (lossless H.264)")
+    f.add_argument("--lowres-out", help="also write the bicubic LR video a client would receive (H.264: lossless, or at --lr-crf)")
+    f.add_argument("--lr-crf", type=int, help="train on the LR frames as decoded from H.264 at this crf (0-51), as a streamed client sees them")
     f.add_argument("--max-frames", type=int)
     f.add_argument("--stride", type=int, default=1)
     f.add_argument("--fps", type=int, default=25)

@@ -142,3 +142,34 @@ def test_labels_from_a_pretrained_general_model_file(tmp_path):
         labels_module.make_labels(cfg(overrides=["labels.shave=2", "labels.source=file", f"labels.file={tmp_path / 'none.pt'}"]), lr, hr, 2, "carphone", device="cpu")
     with pytest.raises(ConfigError, match="needs labels.file"):
         labels_module.make_labels(cfg(overrides=["labels.shave=2", "labels.source=file"]), lr, hr, 2, "carphone", device="cpu")
+
+
+def test_h264_lowres_frames_are_what_a_streaming_client_decodes():
+    """data.lr_crf: the LR frames go through libx264 and back (4:2:0, or 4:4:4 for odd sides); a
+    higher crf loses more; crf outside 0-51 is refused in one line; prepare() hands every row the
+    decoded frames."""
+    from omegaconf import OmegaConf
+
+    from shared.errors import ConfigError
+    from shared.metrics import psnr
+
+    from ..data import h264_lowres, load_video, lowres_frames
+    from ..reproduce import prepare
+
+    lr = lowres_frames(load_video("carphone", max_frames=6), 2)  # 88x72: even sides
+    good, poor = h264_lowres(lr, 18), h264_lowres(lr, 40)
+    assert good.shape == poor.shape == lr.shape and good.dtype == np.uint8
+
+    def db(x):
+        return float(psnr(torch.from_numpy(x).float() / 255, torch.from_numpy(lr).float() / 255))
+
+    assert 15 < db(poor) < db(good) - 5 < 55
+    odd = lr[:, :71, :87]
+    assert np.abs(h264_lowres(odd, 0).astype(int) - odd).max() <= 3  # 4:4:4 at crf 0: only the colour conversion's rounding
+    with pytest.raises(ConfigError, match="crf is 0-51"):
+        h264_lowres(lr, 60)
+    clip = OmegaConf.create({"name": "carphone", "max_frames": 4, "stride": 1})
+    plain = prepare(cfg(overrides=["labels.source=bicubic"]), clip, 2, "cpu")
+    streamed = prepare(cfg(overrides=["labels.source=bicubic", "data.lr_crf=40"]), clip, 2, "cpu")
+    assert np.array_equal(streamed["lr"], h264_lowres(plain["lr"], 40)) and not np.array_equal(streamed["lr"], plain["lr"])
+    assert streamed["labels"].mean() < plain["labels"].mean()  # bicubic from worse LR frames scores lower

@@ -371,6 +371,7 @@ def test_tool_errors_are_one_line(tmp_path, capsys):
     torch.save(build(cfg("smoke").model, 3).state_dict(), tmp_path / "general_x3.pt")
     for extra, needle in ((["--scale", "3"], "does not divide"), (["--scale", "2", "--chunks", "500"], "use at most 32"),
                           (["--scale", "2", "--general-model", str(tmp_path / "general_x3.pt")], "not a general model for this WDSR at x2"),
+                          (["--scale", "2", "--lr-crf", "99"], "crf is 0-51"),
                           (["--max-frames", "0"], "--max-frames and --stride must be at least 1")):
         assert tool_main([*fit, *extra]) == 2
         err = capsys.readouterr().err
