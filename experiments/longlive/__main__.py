@@ -7,6 +7,7 @@ from shared.cli import experiment_main
 
 TOOLS = {
     "generate": (".tool:generate_main", "stream a video from the trained host: --prompt red circle [--switch-at 48 blue square] --frames 200 --out clip.mp4"),
+    "serving": (".serving:main", "StreamDiffusionV2's SLO-aware batching against static batching, simulated on the host's measured cost per chunk"),
     "ship": (".tool:ship_main", "make a clean run's self-forcing student the generate tool's default (weights/, with provenance)"),
 }
 
