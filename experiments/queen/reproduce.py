@@ -12,6 +12,7 @@ from shared.runs import Run
 
 from .data import load_scene
 from .stream import stream
+from .train import QUANTIZED
 
 
 def check_config(cfg) -> None:
@@ -23,9 +24,9 @@ def check_config(cfg) -> None:
     cap = cfg.get("max_steps_per_frame")
     if cap is not None and (not isinstance(cap, int) or cap < 1):
         raise ConfigError(f"max_steps_per_frame={cap}: a positive number of steps, or null for no cap")
-    unknown = sorted(set(cfg.method.float_attributes) - {"f_dc", "rot", "opacity_logit", "log_scale"})
+    unknown = sorted(set(cfg.method.float_attributes) - set(QUANTIZED))
     if unknown or (cfg.method.float_attributes and not cfg.method.quantize):
-        raise ConfigError(f"method.float_attributes={list(cfg.method.float_attributes)}: some of f_dc, rot, opacity_logit, log_scale, "
+        raise ConfigError(f"method.float_attributes={list(cfg.method.float_attributes)}: some of {', '.join(QUANTIZED)}, "
                           "on a quantized row (method.quantize=true)")
     if not cfg.data.root and min(cfg.data.width, cfg.data.height) < 4:
         raise ConfigError(f"data.width={cfg.data.width}, data.height={cfg.data.height}: at least 4 pixels a side")
