@@ -32,7 +32,7 @@ SPEC = ExperimentSpec(
     },
     preset_notes={
         "smoke": "16 px, 8-frame buffer, a 2-layer model, a few steps: plumbing only, seconds",
-        "cpu": "16 px, 16-frame buffer, 4-layer d64 DiT (with the FFN convolution, and plain for the _plain rows), 6000 uniform steps + 3000 fine-tuning steps per streaming model + 1000 distillation steps; 8 prompts x 160 frames (see README for time)",
+        "cpu": "16 px, 16-frame buffer, 4-layer d64 DiT (with the FFN convolution, and plain for the _plain rows), 6000 uniform steps + 3000 fine-tuning steps per streaming model + 1000 distillation steps; 64 prompts x 160 frames (see README for time)",
         "paper": "the brief's GPU plan: 64 px, patch 4, d 256, depth 8, 20k steps; GPU only",
     },
 )
