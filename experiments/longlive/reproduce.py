@@ -23,7 +23,7 @@ import torch
 
 from shared.errors import ConfigError
 from shared.io import atomic_path
-from shared.procedural import COLOURS, VOCAB, Reference, boundary_jump, frame_jump, frame_validity, frames_to_follow, make_clip, score_video, tokens
+from shared.procedural import VOCAB, Reference, boundary_jump, frame_jump, frame_validity, frames_to_follow, make_clip, recoloured, score_video, tokens
 from shared.procedural.figures import figure_drift, figure_strip
 from shared.runs import Run
 from shared.runtime import resolve_device
@@ -147,11 +147,6 @@ def _evaluate_row(method, model, cfg, ref: Reference, device: str) -> dict:
 
 
 
-def switched_colour(colours: list[str]) -> str:
-    """The switch's new colour for object 0: the first palette colour the prompt does not use."""
-    return next(c for c in COLOURS if c not in colours)
-
-
 def _evaluate_switch(method, model, cfg, ref: Reference, device: str) -> dict:
     """Stream ``eval.switch.frames`` frames; at ``eval.switch.at`` object 0 changes colour in the
     prompt and the cache is kept, cleared or re-cached (``method.switch``)."""
@@ -159,7 +154,7 @@ def _evaluate_switch(method, model, cfg, ref: Reference, device: str) -> dict:
     at, frames, chunk = int(cfg.eval.switch.at), int(cfg.eval.switch.frames), model.cfg.chunk
     if at % chunk or not 0 < at < frames:
         raise ConfigError(f"eval.switch.at {at} must be a multiple of the chunk size {chunk} inside the {frames} frames")
-    after_colours = [[switched_colour(c), *c[1:]] for c in colours]
+    after_colours = [recoloured(c) for c in colours]
     new_text = text.clone()
     new_text[:, 0] = torch.tensor([VOCAB.index(c[0]) for c in after_colours])  # token 0 is object 0's colour word
     stream = new_stream(model, row_policy(method, model.cfg, int(cfg.horizon)), cfg, len(text), int(cfg.eval.seed), device)

@@ -22,6 +22,13 @@ SPEC = ExperimentSpec(
             headline="validity",
             higher_is_better=True,
         ),
+        "streamdit_switch": Table(
+            title="a prompt switch mid-stream (object 0 changes colour at eval.switch.at): frames until followed, the jump at the switch",
+            rows=("switch_full_clip", "switch_fifo", "switch_c1", "switch_mixed", "switch_distilled"),
+            metrics=("frames_to_follow", "followed", "switch_jump", "validity_after"),
+            headline="frames_to_follow",
+            higher_is_better=False,
+        ),
         "reference": Table(
             title="the procedural clips themselves through the same detector (a perfect generator's scores)",
             rows=("data",),

@@ -52,15 +52,17 @@ def buffer_shape(model: StreamDiT, batch: int) -> tuple[int, ...]:
 
 @torch.no_grad()
 def generate_clips(model: StreamDiT, text: torch.Tensor, frames: int, steps: int, guidance: float = 1.0,
-                   generator: torch.Generator | None = None, power: float = 1.0) -> torch.Tensor:
+                   generator: torch.Generator | None = None, power: float = 1.0, switch: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Non-streaming: independent buffer-length clips from fresh noise, ``steps`` uniform Euler
-    steps each, concatenated (nothing carries over, so every seam is a jump)."""
+    steps each, concatenated (nothing carries over, so every seam is a jump). ``switch = (frame,
+    new_text)``: clips that start at or after ``frame`` take the new prompt (a clip model cannot
+    change its prompt inside a clip, so a switch between seams waits for the next one)."""
     device = next(model.parameters()).device
     noise = _noise(generator or torch.Generator().manual_seed(0), torch.float32, device)
-    velocity = guided(model, text, guidance)
-    clips = []
-    while sum(c.shape[1] for c in clips) < frames:
-        clips.append(euler_sample(velocity, noise(buffer_shape(model, len(text))), steps, power=power))
+    clips: list[torch.Tensor] = []
+    while (start := sum(c.shape[1] for c in clips)) < frames:
+        prompt = switch[1] if switch is not None and start >= switch[0] else text
+        clips.append(euler_sample(guided(model, prompt, guidance), noise(buffer_shape(model, len(text))), steps, power=power))
     return torch.cat(clips, dim=1)[:, :frames]
 
 
@@ -86,19 +88,25 @@ class FrameSinkMemory:
 @torch.no_grad()
 def stream(model: StreamDiT, text: torch.Tensor, part: Partition, frames: int, guidance: float = 1.0,
            generator: torch.Generator | None = None, memory: FrameSinkMemory | None = None,
-           on_chunk=None, power: float = 1.0) -> torch.Tensor:
+           on_chunk=None, power: float = 1.0, switch: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Run the moving buffer until ``frames`` frames are emitted; ``on_chunk(frames_so_far)`` is
-    called after each emission (progress bars)."""
+    called after each emission (progress bars). ``switch = (frame, new_text)``: the paper's
+    interactive prompt change; once ``frame`` frames are out, every later step (the frames still in
+    the buffer, part-denoised under the old prompt, and the memory's new entries) sees the new text."""
     if part.B != model.cfg.frames:
         raise ValueError(f"partition buffer {part.B} (K {part.K} + N {part.N} x c {part.c}) differs from the model's {model.cfg.frames} frames")
+    if switch is not None and (switch[0] % part.c or switch[0] <= 0):
+        raise ValueError(f"a prompt switch at frame {switch[0]} must fall between chunks: a positive multiple of c = {part.c}")
     device = next(model.parameters()).device
     noise = _noise(generator or torch.Generator().manual_seed(0), torch.float32, device)
     caches = memory.caches(model, len(text), part.c, device) if memory is not None else None
     views: list = []
 
+    prompt = [text]  # the prompt in force; a switch replaces it between emissions
+
     def velocity(x, tau):
         kv = [(v.k, v.v) for v in views] if views else None
-        return guided(model, text, guidance, kv)(x, tau)
+        return guided(model, prompt[0], guidance, kv)(x, tau)
 
     queue = StreamQueue.start(velocity, part, noise(buffer_shape(model, len(text))), noise=noise, power=power)
     out = []
@@ -111,7 +119,9 @@ def stream(model: StreamDiT, text: torch.Tensor, part: Partition, frames: int, g
             frame_ids = torch.arange(queue.emitted - part.c, queue.emitted, device=device)
             per_frame = model.cfg.grid[1] * model.cfg.grid[2]
             ids = frame_ids.repeat_interleave(per_frame)
-            views = [cache.update(k, v, frame=ids) for cache, (k, v) in zip(caches, model.memory_kv(chunk, text))]
+            views = [cache.update(k, v, frame=ids) for cache, (k, v) in zip(caches, model.memory_kv(chunk, prompt[0]))]
+        if switch is not None and queue.emitted >= switch[0]:
+            prompt[0] = switch[1]
         if on_chunk is not None:
             on_chunk(queue.emitted)
     return torch.cat(out, dim=1)[:, :frames]

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, display
 
-from shared.notebook import publish, show
+from shared.notebook import Shown, publish, show
 
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
@@ -69,7 +69,7 @@ arrays = np.load(shown.file("arrays.npz"))
 
 # %% [markdown]
 # ## Our table: long rollouts from held-out prompts
-# Each row streams 8 held-out prompts for 10 buffers (160 frames) from the same noise. `validity`:
+# Each row streams 64 held-out prompts for 10 buffers (160 frames) from the same noise. `validity`:
 # prompted objects found at a plausible size, over prompted + spurious objects, per frame;
 # `jerk_px`: mean |second difference| of object centres (pixels/frame^2; the data has bounces, so
 # not 0); `dynamic`: mean object speed over the data's (1 = moves like the data, 0 = frozen);
@@ -183,6 +183,99 @@ checks = pd.DataFrame(
 display(checks)
 jerk = {r: round(cell("streamdit", r, "jerk_px"), 2) for r in rows}
 print("jerk px (pooled, not judged):", jerk)
+
+# %% [markdown]
+# ## Over training seeds
+# The same claims over several trainings of every model (`trainer.seed`), each scored on the same
+# held-out prompts and noise. Per seed, the paired difference over prompts and its standard error;
+# over seeds, the mean of the seeds' differences with the standard error of that mean **across
+# seeds** (it holds the training-to-training spread and, inside each seed's mean, the prompts').
+# The verdict needs at least 3 seeds. Published copies live in `results/` (trainer.seed 0) and
+# `results/seeds/seed<k>/` (`streamlab reproduce streamdit --preset cpu trainer.seed=<k>
+# 'eval.rows=[full_clip,fifo,streamdit_c1,streamdit_mixed,distilled,distilled_framesink]'`);
+# `STREAMDIT_SEED_RUNS=dir1:dir2` reads finished runs instead.
+
+# %%
+import yaml
+
+CLAIMS = [
+    ("streamdit_mixed", "streamdit_c1", "validity", 0.0, "(paper, Table 3) mixed training beats chunk-size-1 training"),
+    ("distilled", "streamdit_mixed", "validity", MARGIN, f"distilled student within {MARGIN} validity of its teacher"),
+    ("streamdit_mixed", "fifo", "validity", 0.0, "(paper) trained streaming beats training-free FIFO"),
+    ("distilled_framesink", "distilled", "drift", 0.0, "the frame-sink memory drifts more than the plain student"),
+]
+seed_dirs = [Path(d) for d in os.environ["STREAMDIT_SEED_RUNS"].split(":")] if os.environ.get("STREAMDIT_SEED_RUNS") else \
+    [Path("results"), *sorted(Path("results/seeds").glob("seed*"))]
+seed_dirs = [d for d in seed_dirs if (d / "arrays.npz").is_file() and (d / "config.yaml").is_file()]
+configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in seed_dirs]
+by_seed = {c["trainer"]["seed"]: np.load(d / "arrays.npz") for d, c in zip(seed_dirs, configs)}
+assert len(by_seed) == len(seed_dirs), "two of the runs share a training seed"
+assert len({(c["eval"]["seed"], c["eval"]["prompts"]) for c in configs}) <= 1, "the runs scored different prompts"
+
+
+def diff_per_prompt(arr, a, b, what):
+    va, vb = arr[f"{a}/per_frame_validity"], arr[f"{b}/per_frame_validity"]
+    if what == "validity":
+        return va.mean(1) - vb.mean(1)
+    return (va[:, :BIN].mean(1) - va[:, -BIN:].mean(1)) - (vb[:, :BIN].mean(1) - vb[:, -BIN:].mean(1))
+
+
+over_seeds, per_seed = [], []
+for a, b, what, margin, claim in CLAIMS:
+    means = []
+    for seed, arr in by_seed.items():
+        if f"{a}/per_frame_validity" not in arr.files or f"{b}/per_frame_validity" not in arr.files:
+            continue
+        d = diff_per_prompt(arr, a, b, what)
+        means.append(float(d.mean()))
+        per_seed.append({"claim": claim, "seed": seed, "difference": f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f}",
+                         "prompt sd": round(float(d.std(ddof=1)), 4), "prompts": len(d)})
+    m = np.array(means)
+    se = float(m.std(ddof=1) / np.sqrt(len(m))) if len(m) > 1 else np.nan
+    verdict = ("not resolved (fewer than 3 seeds)" if len(m) < 3 else "met" if m.mean() + margin > 2 * se
+               else "contradicted" if m.mean() + margin < -2 * se else "not resolved")
+    over_seeds.append({"claim": claim, "difference": f"{a} - {b}: {m.mean():+.4f} ± {se:.4f}" if len(m) else "",
+                       "seeds": len(m), "margin": margin, "verdict": verdict})
+display(pd.DataFrame(per_seed))
+display(pd.DataFrame(over_seeds))
+
+# %% [markdown]
+# ## A prompt switch mid-stream
+# The paper's interactive use: the prompt changes while the stream runs. Every row streams the
+# held-out prompts for 96 frames; at frame 48 object 0's colour word changes (to a colour the prompt
+# does not use). `frames_to_follow`: frames from the switch until the detector sees the new prompt
+# (every new colour one valid object, the dropped colour gone) two frames in a row, never = the 48
+# frames left; `followed`: share of prompts that follow before the end; `switch_jump`: the change
+# from frame 47 to 48 over the video's median frame change (1 = as smooth as any other frame);
+# `validity_after`: validity against the new prompt after the switch. The clip model switches at its
+# next seam (48 is one), so it follows at once and jumps; a stream's buffer still holds frames
+# part-denoised under the old prompt, so it should follow a few frames later and without a jump.
+
+# %%
+switch_dir = Path(os.environ.get("STREAMDIT_SWITCH_RUN", "")) if os.environ.get("STREAMDIT_SWITCH_RUN") else \
+    shown.dir if "streamdit_switch" in set(ours.table) else Path("results/switch")
+if (switch_dir / "results.csv").is_file():
+    sw = pd.read_csv(switch_dir / "results.csv")
+    sw = sw[sw.table == "streamdit_switch"].pivot_table(index="row", columns="metric", values="value", sort=False)
+    display(sw[["frames_to_follow", "followed", "switch_jump", "validity_after"]].round(3))
+    sw_arrays = np.load(switch_dir / "arrays.npz")
+
+    def paired_switch(a, b, key, claim):
+        d = sw_arrays[f"{a}/{key}"] - sw_arrays[f"{b}/{key}"]
+        mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+        return {"claim": claim, "difference": f"{a} - {b}: {mean:+.3f} ± {se:.3f}",
+                "verdict": "met" if -mean > 2 * se else "contradicted" if -mean < -2 * se else "not resolved"}
+
+    switch_rows = set(sw.index)
+    switch_checks = [paired_switch(a, b, key, claim) for a, b, key, claim in [
+        ("switch_mixed", "switch_full_clip", "jumps", "StreamDiT switches more smoothly than a clip model (smaller jump)"),
+        ("switch_mixed", "switch_fifo", "delays", "trained streaming follows a new prompt sooner than FIFO"),
+        ("switch_mixed", "switch_c1", "delays", "mixed training follows a new prompt sooner than chunk-size-1 training"),
+    ] if {a, b} <= switch_rows]
+    display(pd.DataFrame(switch_checks))
+    display(Image(filename=str(Shown(switch_dir).figure("switch_strip"))))  # the first prompt around the switch, per row
+else:
+    print(f"no prompt-switch results in {switch_dir}")
 
 # %%
 if PUBLISH:

@@ -6,7 +6,7 @@ switch mid-clip; ``detector`` finds each prompted object again by colour and sta
 smoothness, motion, drift and prompt adherence against what real clips look like to it.
 """
 
-from .clips import COLOURS, SHAPES, VOCAB, Clip, Switch, find_objects, make_clip, tokens
+from .clips import COLOURS, SHAPES, VOCAB, Clip, Switch, find_objects, make_clip, recoloured, tokens
 from .detector import (
            Reference,
            aggregate,
@@ -21,6 +21,6 @@ from .detector import (
            track_breaks,
 )
 
-__all__ = ["COLOURS", "SHAPES", "VOCAB", "Clip", "Switch", "find_objects", "make_clip", "tokens",
+__all__ = ["COLOURS", "SHAPES", "VOCAB", "Clip", "Switch", "find_objects", "make_clip", "recoloured", "tokens",
            "Reference", "aggregate", "boundary_jump", "detect", "flicker", "follows_prompt", "frame_jump", "frame_validity", "frames_to_follow",
            "score_video", "track_breaks"]

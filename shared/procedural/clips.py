@@ -31,6 +31,12 @@ VOCAB = ("<null>", *COLOURS, *SHAPES)
 BACKGROUND = 0.12  # dark grey, below every colour's brightest channel
 
 
+def recoloured(colours: list[str]) -> list[str]:
+    """The evaluation's prompt switch: object 0 takes the first palette colour the prompt does not
+    use, the others keep theirs (its text changes in token 0, object 0's colour word)."""
+    return [next(c for c in COLOURS if c not in colours), *colours[1:]]
+
+
 def tokens(words: list[str], length: int) -> np.ndarray:
     """Word ids padded with the null token (0) to ``length``; unknown words are a clear error."""
     unknown = [w for w in words if w not in VOCAB[1:]]

@@ -105,3 +105,61 @@ def test_cost_columns():
     assert evaluations_per_frame("stream", Partition.for_buffer(16, 1, 2), 0, 2.0, 16, False) == (64, 4.0)
     assert evaluations_per_frame("stream", Partition.for_buffer(16, 2, 1), 0, 1.0, 16, False) == (8, 0.5)  # the student: N levels
     assert evaluations_per_frame("stream", Partition.for_buffer(16, 2, 1), 0, 1.0, 16, True) == (8, 0.5625)
+
+
+def _text_per_call(model, text, new_text, part, frames, at, memory=None):
+    """Run a stream with a switch at ``at``; return, per call of the model (buffer forwards and
+    memory encodings of an emitted chunk), the frames emitted before it and whether it saw the new
+    text, and the video."""
+    seen, emitted = [], [0]
+
+    def recording(original):
+        def call(x, tau_or_text, *rest):
+            t = tau_or_text if len(rest) == 0 else rest[0]  # forward(x, tau, text, memory) / memory_kv(frames, text)
+            seen.append((emitted[0], bool(torch.equal(t[: len(new_text)], new_text))))
+            return original(x, tau_or_text, *rest)
+        return call
+
+    model.forward, model.memory_kv = recording(model.forward), recording(model.memory_kv)
+    try:
+        video = stream(model, text, part, frames, generator=torch.Generator().manual_seed(4), memory=memory,
+                       on_chunk=lambda n: emitted.__setitem__(0, n), switch=(at, new_text) if at else None)
+    finally:
+        del model.forward, model.memory_kv
+    return seen, video
+
+
+@pytest.mark.parametrize("c, at, memory", [(1, 3, None), (2, 4, None), (1, 3, FrameSinkMemory(1, 2)), (2, 6, FrameSinkMemory(1, 3))])
+def test_a_prompt_switch_takes_effect_after_the_chunk_that_reaches_its_frame(c, at, memory):
+    """Every forward, and every memory encoding of a chunk, before ``at`` frames are out sees the old
+    prompt, every one after the new; the frames before the switch are the no-switch stream's bit for
+    bit, those after are not; a switch to the same prompt changes nothing."""
+    model = random_model().float()
+    text, new_text = torch.tensor([[1, 5], [2, 9]]), torch.tensor([[3, 5], [4, 9]])
+    part = Partition.for_buffer(CFG.frames, c, s=2)
+    seen, video = _text_per_call(model, text, new_text, part, 12, at, memory)
+    assert all(new == (done >= at) for done, new in seen)
+    assert any(new for _, new in seen) and any(not new for _, new in seen)
+    _, plain = _text_per_call(model, text, text, part, 12, None, memory)
+    assert torch.equal(video[:, :at], plain[:, :at]) and not torch.allclose(video[:, at:], plain[:, at:])
+    _, same = _text_per_call(model, text, text, part, 12, at, memory)
+    assert torch.equal(same, plain)
+
+
+def test_a_prompt_switch_between_chunks_only():
+    with pytest.raises(ValueError, match="multiple of c = 2"):
+        stream(random_model(), torch.tensor([[1, 2]]), Partition.for_buffer(CFG.frames, 2, s=1), 8, switch=(3, torch.tensor([[3, 2]])))
+
+
+@pytest.mark.parametrize("at", [4, 5])
+def test_clips_take_a_switched_prompt_from_the_next_clip_that_starts_at_or_after_it(at):
+    """Clips draw the same noise whatever the prompt, so a switched rollout is the old prompt's clips
+    up to the first seam at or after ``at`` and the new prompt's from there."""
+    model = random_model().float()
+    text, new_text = torch.tensor([[1, 5]]), torch.tensor([[3, 5]])
+    switched = generate_clips(model, text, 12, steps=3, generator=torch.Generator().manual_seed(0), switch=(at, new_text))
+    old = generate_clips(model, text, 12, steps=3, generator=torch.Generator().manual_seed(0))
+    new = generate_clips(model, new_text, 12, steps=3, generator=torch.Generator().manual_seed(0))
+    seam = -(-at // CFG.frames) * CFG.frames
+    assert torch.equal(switched[:, :seam], old[:, :seam]) and torch.equal(switched[:, seam:], new[:, seam:])
+    assert not torch.allclose(old[:, seam:], new[:, seam:])
