@@ -13,7 +13,7 @@ SPEC = ExperimentSpec(
     tables={
         "stdo": Table(
             title="PSNR (mean-MSE over patches, shave 4; and full frames) per clip and scale, averaged over seeds; size and speed",
-            rows=("bicubic", "single", "single_long", "temporal", "random", "stdo", "jstdo"),
+            rows=("bicubic", "single", "single_long", "temporal", "random", "cafm", "stdo", "jstdo"),
             metrics=("psnr", "psnr_frame", "gain_db", "params", "kb_shipped", "fps"),
             headline="psnr",
             higher_is_better=True,

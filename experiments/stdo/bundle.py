@@ -19,15 +19,22 @@ from shared.errors import DataError
 from shared.io import atomic_torch_save, load_checkpoint
 
 from .method import Upscaler
-from .model import build
+from .model import ChunkView, build
 from .patches import Grid
 
 FORMAT = "streamlab-stdo-bundle/1"
 
 
 def save_bundle(path: str | os.PathLike, upscaler: Upscaler, model_cfg, n_frames: int, source: str = "") -> int:
-    """Write the bundle atomically; returns its size in bytes."""
+    """Write the bundle atomically; returns its size in bytes. A CaFM upscaler ships its one shared
+    model once (with its width and chunk count), not once per chunk view."""
     chunk_map = upscaler.chunk_map(n_frames)
+    models = upscaler.models or []
+    modulated = None
+    if models and isinstance(models[0], ChunkView):
+        shared = models[0].model
+        modulated = {"chunks": shared.chunks, "num_residual_units": shared.head.out_channels}
+        models = [shared]
     atomic_torch_save(
         path,
         {
@@ -36,7 +43,8 @@ def save_bundle(path: str | os.PathLike, upscaler: Upscaler, model_cfg, n_frames
             "grid": asdict(upscaler.grid),
             "n_frames": n_frames,
             "model": OmegaConf.to_container(model_cfg, resolve=True),
-            "models": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in upscaler.models or []],
+            "models": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in models],
+            "modulated": modulated,
             "chunk_map": None if chunk_map is None else torch.from_numpy(chunk_map),
             "source": source,
         },
@@ -57,11 +65,14 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler,
         raise DataError(f"{path}: not an STDO bundle of format {FORMAT}")
     grid = Grid(**state["grid"])
     cfg = OmegaConf.create(state["model"])
+    modulated = state.get("modulated")
     models = []
     for weights in state["models"]:
-        model = build(cfg, grid.scale)
+        model = build(cfg, grid.scale, **(modulated or {}))
         model.load_state_dict(weights)
         models.append(model.to(device).eval())
+    if modulated:
+        models = [ChunkView(models[0], j) for j in range(int(modulated["chunks"]))]
     chunk_map = state["chunk_map"]
     chunk = None if chunk_map is None else chunk_map.numpy().reshape(-1).astype(np.int64)
     return Upscaler(state["method"], grid, models or None, chunk), int(state["n_frames"])

@@ -11,6 +11,8 @@
   quantile  STDO: k models on the k quantile chunks of the per-patch labels
   quantile + ``joint``: JSTDO, one model on all of the hardest chunk, none of the easiest and a
             decreasing share in between (``jstdo.fractions``), evaluated on every patch
+  ``modulated``: CaFM, one model on every patch with a channel-wise modulation per chunk (its
+            own temporal chunks), as wide as STDO's k models' parameters allow, at their compute
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 from . import chunking
 from .evaluate import upscale_patches
-from .model import WDSR, build, count_parameters
+from .model import WDSR, ChunkView, build, equal_parameter_width
 from .patches import Grid
 from .train import overfit, steps_for, total_steps_for
 
@@ -39,7 +41,9 @@ class Upscaler:
 
     @property
     def parameters(self) -> int:
-        return sum(count_parameters(m) for m in self.models or [])
+        """Distinct parameters (CaFM's chunk views share one model)."""
+        unique = {id(p): p for m in self.models or [] for p in m.parameters()}
+        return sum(p.numel() for p in unique.values())
 
     def chunk_map(self, n_frames: int) -> np.ndarray | None:
         """[T, rows, cols] uint8: the side information shipped with the models."""
@@ -90,16 +94,16 @@ def fit_upscaler(
     stdo_sizes = np.bincount(chunking.quantile_chunks(labels, k)[0], minlength=k).tolist() if labels is not None else [n // k] * k
     total_steps = total_steps_for(cfg.train, stdo_sizes)
 
-    def train_one(j: int, training_set, n_train: int, total_compute: bool) -> WDSR:
+    def train_one(j: int, training_set, n_train: int, total_compute: bool, route: np.ndarray | None = None) -> WDSR:
         torch.manual_seed(seed * 1000 + j)  # each model its own, reproducible initialisation
-        model = build(cfg.model, grid.scale)
+        model = build(cfg.model, grid.scale) if route is None else build(cfg.model, grid.scale, k, equal_parameter_width(cfg.model, grid.scale, k))
         ckpt = None if checkpoints is None else checkpoints / f"model{j}.pt"
         steps = total_steps if total_compute else steps_for(cfg.train, n_train)
         scope = f"{method.name}/model{j}"
         return overfit(
             model, lr_patches, hr_patches, training_set, steps, cfg.train, seed=seed * 1000 + j, device=device, checkpoint=ckpt,
-            desc=f"{method.name} model {j + 1}/{k if chunk is not None else 1} ({n_train} patches)",
-            log=None if log is None else (lambda metrics, step: log(metrics, step, scope)),
+            desc=f"{method.name} model {j + 1}/{k if chunk is not None and route is None else 1} ({n_train} patches)",
+            log=None if log is None else (lambda metrics, step: log(metrics, step, scope)), route=route,
         )
 
     if method.joint:  # JSTDO: one model on a difficulty-aware sample of the quantile chunks
@@ -113,8 +117,11 @@ def fit_upscaler(
 
         n_train = len(sample(0))
         return Upscaler(method.name, grid, [train_one(0, sample, n_train, method.total_compute)], None)
+    everything = np.arange(n)
+    if method.get("modulated"):  # CaFM: one shared model on every patch, each through its chunk's modulation
+        model = train_one(0, lambda e: everything, n, True, route=chunk)
+        return Upscaler(method.name, grid, [ChunkView(model, j) for j in range(k)], chunk)
     if chunk is None:
-        everything = np.arange(n)
         return Upscaler(method.name, grid, [train_one(0, lambda e: everything, n, method.total_compute)], None)
     models = []
     for j in range(k):

@@ -114,6 +114,7 @@ def reproduce(cfg, run: Run) -> None:
                 if seed == cfg.seeds[0]:
                     arrays[f"{tag}/crop/{row}"] = result["crop"]
                 arrays[f"{tag}/seed{seed}/{row}/per_frame_psnr"] = np.array(result["per_frame_psnr"])
+                arrays[f"{tag}/seed{seed}/{row}/psnr"] = np.array(result["psnr"])  # the notebook's paired claims
                 bar.update(1)
     bar.close()
     for row in rows:

@@ -54,10 +54,12 @@ def overfit(
     checkpoint: Path | None = None,
     desc: str = "overfit",
     log: Callable[[dict, int], None] | None = None,
+    route: np.ndarray | None = None,
 ) -> WDSR:
     """Train ``model`` for ``steps`` L1 steps on the patches ``training_set(epoch)`` (indices into the
     uint8 patch tensors). Resumes from ``checkpoint`` when it exists; saves it every
-    ``cfg_train.checkpoint_every`` steps and at the end."""
+    ``cfg_train.checkpoint_every`` steps and at the end. ``route`` (CaFM): each patch's chunk, which
+    picks its modulation in the model."""
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg_train.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps), eta_min=cfg_train.lr_min)
@@ -85,7 +87,8 @@ def overfit(
         at = (step % per_epoch) * batch
         idx = torch.from_numpy(order[at : at + batch])
         x, y = to_float(lr_patches[idx], device), to_float(hr_patches[idx], device)
-        loss = F.l1_loss(model(x), y)
+        sr = model(x) if route is None else model(x, torch.from_numpy(route[idx.numpy()]).to(device))
+        loss = F.l1_loss(sr, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -12,7 +12,7 @@ from shared.config import compose
 from .. import chunking
 from .. import labels as labels_module
 from .. import method as method_module
-from ..model import WDSR
+from ..model import WDSR, build, count_parameters, equal_parameter_width
 from ..patches import make_grid
 from ..train import overfit, steps_for, total_steps_for
 
@@ -173,3 +173,96 @@ def test_h264_lowres_frames_are_what_a_streaming_client_decodes():
     streamed = prepare(cfg(overrides=["labels.source=bicubic", "data.lr_crf=40"]), clip, 2, "cpu")
     assert np.array_equal(streamed["lr"], h264_lowres(plain["lr"], 40)) and not np.array_equal(streamed["lr"], plain["lr"])
     assert streamed["labels"].mean() < plain["labels"].mean()  # bicubic from worse LR frames scores lower
+
+
+# ---- CaFM: one shared model, a channel-wise modulation per chunk ----------------------------------
+
+
+def _perturbed(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "mod_" in name:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def test_cafm_starts_as_its_backbone_and_each_sample_takes_its_own_chunks_modulation():
+    torch.manual_seed(0)
+    plain = WDSR(2, num_blocks=2, num_residual_units=8, width_multiplier=2).double()
+    cafm = WDSR(2, num_blocks=2, num_residual_units=8, width_multiplier=2, chunks=3).double()
+    missing, unexpected = cafm.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all("mod_" in k for k in missing) and len(missing) == 2 * (1 + 2 * 2)
+    x = torch.rand(5, 3, 7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for j in range(3):  # identity modulations: exactly the backbone
+        assert torch.allclose(cafm(x, j), plain(x), atol=1e-12)
+    _perturbed(cafm)
+    route = torch.tensor([2, 0, 1, 1, 0])
+    mixed = cafm(x, route)
+    for n in range(5):
+        assert torch.allclose(mixed[n], cafm(x[n : n + 1], int(route[n]))[0], atol=1e-12)
+    assert not torch.allclose(cafm(x, 0), cafm(x, 1))
+    with pytest.raises(ValueError, match="needs the chunk"):
+        cafm(x)
+
+
+def test_cafm_modulation_reaches_the_head_and_both_convolutions_of_every_block():
+    torch.manual_seed(0)
+    cafm = _perturbed(WDSR(2, num_blocks=2, num_residual_units=8, width_multiplier=2, chunks=2).double())
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    cafm(x, torch.tensor([0, 1])).square().sum().backward()
+    for name, p in cafm.named_parameters():
+        if "mod_" in name:  # every modulation, of both chunks, gets a gradient
+            assert p.grad is not None and (p.grad.abs().sum(dim=-1) > 0).all(), name
+
+
+def test_cafm_is_as_wide_as_stdos_k_models_parameters_allow():
+    c = cfg("cpu")
+    single = count_parameters(build(c.model, 2))
+    for k in (2, 4):
+        width = equal_parameter_width(c.model, 2, k)
+        assert width > c.model.num_residual_units
+        assert count_parameters(build(c.model, 2, k, width)) <= k * single < count_parameters(build(c.model, 2, k, width + 1))
+
+
+def test_cafm_row_trains_one_shared_model_on_every_patch_with_routes_and_the_compute_of_k_models(tmp_path):
+    c = cfg(row="cafm", overrides=["chunks=2"])
+    assert c.method.modulated and c.method.chunking == "temporal" and c.method.total_compute
+    lr, hr = patches(48)
+    grid = make_grid(12, 12, 2, 2, 2)  # 4 patches per frame, 12 frames
+    labels = np.linspace(20, 30, 48)
+    seen = {}
+    original = method_module.overfit
+
+    def spy(model, lr_p, hr_p, training_set, steps, cfg_train, **kw):
+        seen.update(steps=steps, members=training_set(0), route=kw["route"], chunks=model.chunks)
+        return original(model, lr_p, hr_p, training_set, steps, cfg_train, **kw)
+
+    method_module.overfit = spy
+    try:
+        up = method_module.fit_upscaler(c, lr, hr, labels, grid, 12, seed=0, device="cpu")
+    finally:
+        method_module.overfit = original
+    assert seen["steps"] == total_steps_for(c.train, [24, 24]) and len(seen["members"]) == 48 and seen["chunks"] == 2
+    assert np.array_equal(seen["route"], chunking.temporal_chunks(12, 4, 2)) and np.array_equal(up.chunk, seen["route"])
+    shared = up.models[0].model
+    assert all(v.model is shared for v in up.models) and up.parameters == count_parameters(shared)
+    from ..bundle import load_bundle, save_bundle
+
+    size = save_bundle(tmp_path / "c.stdo", up, c.model, 12)
+    assert size < 1.5 * count_parameters(shared) * 4 + 20_000  # the shared model once, not once per chunk
+    loaded, _ = load_bundle(tmp_path / "c.stdo")
+    assert torch.equal(loaded.upscale(lr, device="cpu"), up.upscale(lr, device="cpu"))
+
+
+def test_training_routes_each_patch_through_its_own_chunks_modulation():
+    """Patches of chunk 1 only: chunk 0's modulation never moves, chunk 1's does."""
+    torch.manual_seed(0)
+    model = WDSR(2, num_blocks=1, num_residual_units=8, width_multiplier=2, chunks=2)
+    lr, hr = patches(32)
+    route = np.repeat([0, 1], 16)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "mod_" in k}
+    overfit(model, lr, hr, lambda e: np.arange(16, 32), 5, cfg().train, seed=0, device="cpu", route=route)
+    after = model.state_dict()
+    assert all(torch.equal(after[k][0], before[k][0]) for k in before)
+    assert any(not torch.equal(after[k][1], before[k][1]) for k in before)
