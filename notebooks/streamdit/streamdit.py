@@ -63,9 +63,17 @@ EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a f
 
 shown = show(EXPERIMENT, PRESET, OVERRIDES, run_dir=SHOW_RUN)
 ours = shown.table()
+arrays = dict(np.load(shown.file("arrays.npz")))
+# rows of the same seed and prompts from a second run (the plain-DiT rows: results/plain, or
+# STREAMDIT_PLAIN_RUN=<run dir>) join the table when the shown run lacks them
+for extra in [Path(os.environ["STREAMDIT_PLAIN_RUN"])] if os.environ.get("STREAMDIT_PLAIN_RUN") else [Path("results/plain")] if shown.published else []:
+    if (extra / "results.csv").is_file():
+        more = Shown(extra).table()
+        more = more[(more.table == "streamdit") & ~more.row.isin(set(ours[ours.table == "streamdit"].row))]
+        ours = pd.concat([ours, more], ignore_index=True)
+        arrays |= {k: v for k, v in np.load(extra / "arrays.npz").items() if k.split("/")[0] in set(more.row) or k.startswith("train/")}
 value = ours.set_index(["table", "row", "metric"])["value"]
 rows = list(dict.fromkeys(ours[ours.table == "streamdit"].row))
-arrays = np.load(shown.file("arrays.npz"))
 
 # %% [markdown]
 # ## Our table: long rollouts from held-out prompts
@@ -142,13 +150,14 @@ print("validity over the last 16 frames:", {r: round(v, 3) for r, v in late.item
 # distillation loss for the student), and its time on this machine.
 
 # %%
-names = sorted({k.split("/")[1] for k in arrays.files if k.startswith("train/")})
+names = sorted({k.split("/")[1] for k in arrays if k.startswith("train/")})
 display(pd.DataFrame({n: {k: float(arrays[f"train/{n}/{k}"]) for k in ("loss_first", "loss_last", "seconds", "steps")} for n in names}).T.round(4))
 
 # %% [markdown]
 # ## What the issue asks, checked: paired differences over prompts
 # Every claim is a difference between two rows on the same held-out prompts and noise, with its
-# standard error over the prompts (one training seed: the spread between trainings is not in it).
+# standard error over the prompts (one training seed: the spread between trainings is not in it;
+# the section after this one takes the seeds).
 # A claim is "met" when its margin exceeds 2 s.e. in the claimed direction, "contradicted" when it
 # exceeds 2 s.e. the other way, else "not resolved". Validity and drift are per prompt
 # (`arrays.npz`); jerk and the track breaks are pooled over prompts in the table, so they are shown,
@@ -178,6 +187,9 @@ checks = pd.DataFrame(
         paired("distilled", "streamdit_mixed", "validity", MARGIN, claim=f"distilled student within {MARGIN} validity of its teacher"),
         paired("streamdit_mixed", "fifo", "validity", claim="(paper) trained streaming beats training-free FIFO (validity)"),
         paired("distilled_framesink", "distilled", "drift", claim="the frame-sink memory drifts more than the plain student (drift, 16-frame bins)"),
+    ] + [
+        paired(conv, plain, "validity", claim=f"our FFN convolution beats the paper's plain DiT at the same budget ({conv})")
+        for conv, plain in (("full_clip", "full_clip_plain"), ("streamdit_mixed", "streamdit_mixed_plain")) if plain in rows
     ]
 )
 display(checks)
