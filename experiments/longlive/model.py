@@ -195,20 +195,33 @@ class CausalVideoDiT(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, attention: Attention) -> torch.Tensor:
-        """x: [b, F, C, H, W]; sigma: [b, F] per-frame noise levels; text: [b, L] word ids -> v like x."""
+        """x: [b, F, C, H, W]; sigma: [b, F] per-frame noise levels; text: [b, L] word ids -> v like x.
+        In four parts, so that a pipeline over ranks (``pipeline.py``) runs a slice of the blocks each."""
+        h = self.embed(x)
+        cond, words = self.conditioning(sigma, text, x.dtype)
+        h = self.run_blocks(h, cond, words, attention, range(len(self.blocks)))
+        return self.head(h, cond)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         if x.dim() != 5 or tuple(x.shape[2:]) != (cfg.channels, cfg.size, cfg.size):
             raise ValueError(f"frames {list(x.shape)} do not match the model's [b, F, {cfg.channels}, {cfg.size}, {cfg.size}]")
-        b, frames = x.shape[:2]
-        p = cfg.patch
-        h = self.patch_in(rearrange(x, "b f c (y p) (x q) -> b (f y x) (c p q)", p=p, q=p))
-        cond = self.sigma_mlp(sigma_embedding(sigma, 256).to(x.dtype))  # [b, F, d]
-        words = self.words(text) + self.word_pos[: text.shape[1]]
-        for i, block in enumerate(self.blocks):
-            h = block(h, cond, words, attention, i)
+        return self.patch_in(rearrange(x, "b f c (y p) (x q) -> b (f y x) (c p q)", p=cfg.patch, q=cfg.patch))
+
+    def conditioning(self, sigma: torch.Tensor, text: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame conditioning [b, F, d] from the noise levels, and the prompt's word vectors [b, L, d]."""
+        return self.sigma_mlp(sigma_embedding(sigma, 256).to(dtype)), self.words(text) + self.word_pos[: text.shape[1]]
+
+    def run_blocks(self, h: torch.Tensor, cond: torch.Tensor, words: torch.Tensor, attention: Attention, layers: range) -> torch.Tensor:
+        for i in layers:
+            h = self.blocks[i](h, cond, words, attention, i)
+        return h
+
+    def head(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        cfg, p = self.cfg, self.cfg.patch
         shift, scale = self.ada_out(F.silu(cond)).repeat_interleave(cfg.tokens_per_frame, dim=1).chunk(2, dim=-1)
         h = self.patch_out(self.norm_out(h) * (1 + scale) + shift)
-        return rearrange(h, "b (f y x) (c p q) -> b f c (y p) (x q)", f=frames, y=cfg.side, x=cfg.side, p=p, q=p)
+        return rearrange(h, "b (f y x) (c p q) -> b f c (y p) (x q)", f=cond.shape[1], y=cfg.side, x=cfg.side, p=p, q=p)
 
     def positions(self, frames: int, first_frame: int = 0) -> torch.Tensor:
         """Token positions of ``frames`` consecutive frames from ``first_frame`` (frame-major)."""

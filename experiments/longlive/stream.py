@@ -15,7 +15,8 @@ cache policy's business (``shared.streaming.policies``: Full, FrameSink, DeepSin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,17 @@ from shared.streaming.policies import Policy
 from .model import Attention, CachedAttention, CausalVideoDiT, new_caches, rope_positions
 
 STEPS = (1000, 750, 500, 250)  # Self Forcing's denoising_step_list
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One forward the sampler needs: ``model(x, sigma, text, attention)``, with gradient when ``grad``."""
+
+    x: torch.Tensor
+    sigma: torch.Tensor
+    text: torch.Tensor
+    attention: CachedAttention
+    grad: bool
 
 
 def warp(sigma: float, shift: float) -> float:
@@ -87,19 +99,34 @@ class Stream:
         ``exit_step`` (training): stop at that step and return its x0, the only forward run with
         gradient when ``grad`` (the steps before and the context pass run without: cached K/V never
         carry gradient, brief 1.3). Inference: the last step."""
+        calls = self.chunk_calls(text, exit_step, grad)
+        call = next(calls)
+        while True:
+            with torch.set_grad_enabled(call.grad):
+                v = self.model(call.x, call.sigma, call.text, call.attention)
+            try:
+                call = calls.send(v)
+            except StopIteration as done:
+                return done.value
+
+    def chunk_calls(self, text: torch.Tensor, exit_step: int | None = None, grad: bool = False) -> Generator[ModelCall, torch.Tensor, torch.Tensor]:
+        """The sampler of ``next_chunk`` as a coroutine: it yields each model call it needs (the
+        denoising steps, then the context pass) and is sent the velocity back, so a driver may run the
+        calls elsewhere (the pipeline over ranks interleaves several streams' calls); returns x0."""
         last = len(self.sigmas) - 1 if exit_step is None else exit_step
         if not 0 <= last < len(self.sigmas):
             raise ValueError(f"exit step {exit_step} outside the {len(self.sigmas)} denoising steps")
         peek = CachedAttention(self.caches, self.rope, write=False)
         x = self.noise()
         for i in range(last + 1):
-            sigma = self.sigmas[i]
-            with torch.set_grad_enabled(grad and i == last):
-                x0 = x - sigma * self.model(x, self._sigma(sigma), text, peek)
+            sigma, on = self.sigmas[i], grad and i == last
+            v = yield ModelCall(x, self._sigma(sigma), text, peek, on)
+            with torch.set_grad_enabled(on):
+                x0 = x - sigma * v
             if i < last:
                 x = (1 - self.sigmas[i + 1]) * x0 + self.sigmas[i + 1] * self.noise()
-        with torch.no_grad():  # the context pass: the clean chunk's K/V go into the caches
-            self.model(x0.detach(), self._sigma(0.0), text, CachedAttention(self.caches, self.rope, write=True))
+        # the context pass: the clean chunk's K/V go into the caches
+        yield ModelCall(x0.detach(), self._sigma(0.0), text, CachedAttention(self.caches, self.rope, write=True), False)
         self.frames.append(x0.detach())
         return x0
 
