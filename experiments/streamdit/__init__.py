@@ -17,7 +17,8 @@ SPEC = ExperimentSpec(
     tables={
         "streamdit": Table(
             title="long rollouts (10 buffers) from held-out prompts: detector metrics, drift, cost per frame and speed",
-            rows=("full_clip", "fifo", "streamdit_c1", "streamdit_mixed", "distilled", "distilled_framesink", "full_clip_plain", "streamdit_mixed_plain"),
+            rows=("full_clip", "fifo", "streamdit_c1", "streamdit_mixed", "distilled", "distilled_framesink", "distilled_framesink_rollout",
+                  "full_clip_plain", "streamdit_mixed_plain"),
             metrics=(*QUALITY, "boundary_breaks", "levels_per_frame", "forwards_per_frame", "fps"),
             headline="validity",
             higher_is_better=True,
@@ -39,7 +40,7 @@ SPEC = ExperimentSpec(
     },
     preset_notes={
         "smoke": "16 px, 8-frame buffer, a 2-layer model, a few steps: plumbing only, seconds",
-        "cpu": "16 px, 16-frame buffer, 4-layer d64 DiT (with the FFN convolution, and plain for the _plain rows), 6000 uniform steps + 3000 fine-tuning steps per streaming model + 1000 distillation steps; 64 prompts x 160 frames (see README for time)",
+        "cpu": "16 px, 16-frame buffer, 4-layer d64 DiT (with the FFN convolution, and plain for the _plain rows), 6000 uniform steps + 3000 fine-tuning steps per streaming model + 1000 distillation steps per student (memory from data, and from its own rollouts); 64 prompts x 160 frames (see README for time)",
         "paper": "the brief's GPU plan: 64 px, patch 4, d 256, depth 8, 20k steps; GPU only",
     },
 )

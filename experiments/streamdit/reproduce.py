@@ -27,7 +27,7 @@ from shared.runtime import resolve_device
 
 from .sample import FrameSinkMemory, evaluations_per_frame, generate_clips, stream
 from .schedule import Partition
-from .train import train
+from .train import STUDENTS, train
 
 # what a trained model depends on: a finished run's checkpoints are reused (``models_from``) only where these agree
 TRAINING_KEYS = ("buffer", "sigma_min", "schedule_power", "data", "model", "models", "train", "distill")
@@ -66,7 +66,8 @@ def reuse_models(cfg, needed: set[str], run: Run) -> None:
 
 def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, dict]:
     """The trained models the rows need (the student needs the mixed model as its teacher)."""
-    if "student" in needed:
+    students = [s for s in STUDENTS if s in needed]
+    if students:
         needed = needed | {"mixed"}
     if cfg.get("models_from"):
         reuse_models(cfg, needed | {cfg.models[n].get("init") for n in needed if n in cfg.models and cfg.models[n].get("init")}, run)
@@ -78,11 +79,12 @@ def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, di
         if init and init not in models:
             models[init], summaries[init] = _train_flow(cfg, init, run, device)
         models[name], summaries[name] = _train_flow(cfg, name, run, device, models[init].state_dict() if init else None)
-    if "student" in needed:
+    for student in students:  # the mixed model distilled; its memory frames from data or its own rollouts
         teacher = models["mixed"]
-        models["student"], summaries["student"] = train(
-            cfg, "distill", int(cfg.distill.steps), float(cfg.distill.lr), run.checkpoint_path("model_student"), teacher=teacher,
-            init=teacher.state_dict(), log=lambda m, step: run.logger.log(m, step=step, scope="train/student"), device=device)
+        models[student], summaries[student] = train(
+            cfg, "distill", int(cfg.distill.steps), float(cfg.distill.lr), run.checkpoint_path(f"model_{student}"), teacher=teacher,
+            init=teacher.state_dict(), log=lambda m, step, s=student: run.logger.log(m, step=step, scope=f"train/{s}"), device=device,
+            memory_source=STUDENTS[student])
     return models, summaries
 
 
@@ -220,7 +222,7 @@ def reproduce(cfg, run: Run) -> None:
             if method.model in {m.model for m in methods.values()}:
                 rows.append(row)
                 methods[row] = method
-    known = (*cfg.models, "student")
+    known = (*cfg.models, *STUDENTS)
     bad = {row: m.model for row, m in methods.items() if m.model not in known}
     if bad:
         raise ConfigError(f"method.model must be one of {known} (got {bad})")

@@ -139,6 +139,52 @@ def distillation_loss(student, teacher, batch: Batch, cfg) -> torch.Tensor:
     return F.mse_loss(student(start, tau, batch.text, batch.memory), target)
 
 
+# the distilled students: where the memory frames of their training batches come from
+STUDENTS = {"student": "data", "student_rollout": "rollout"}
+
+
+def rollout_pool(model: StreamDiT, cfg, step: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 'rollout' memory source (our remedy for the frame-sink student's drift): ``distill.rollout_pool``
+    training prompts (drawn as the data's are, from the step), streamed by the student being trained
+    exactly as the ``distilled_framesink`` row streams it (c = ``distill.teacher_c``, s = 1, no guidance,
+    the frame-sink memory of ``eval.memory``) for ``data.memory_gap`` + buffer frames. Returns the
+    frames [P, gap + B, 3, S, S] and their prompts [P, L]."""
+    from .sample import FrameSinkMemory, stream
+
+    d, B, seed = cfg.data, int(cfg.buffer), int(cfg.trainer.seed)
+    prompts = [make_clip(np.random.default_rng([seed, step, 13, i]), frames=1, size=int(d.size), objects=int(d.objects), scale=float(d.scale),
+                         stripes=bool(d.stripes)).text for i in range(int(cfg.distill.rollout_pool))]
+    text = torch.from_numpy(np.stack([tokens(words, 2 * int(d.objects)) for words in prompts])).to(device)
+    part = Partition.for_buffer(B, int(cfg.distill.teacher_c), 1)
+    memory = FrameSinkMemory(int(cfg.eval.memory.sink_frames), int(cfg.eval.memory.window_frames))
+    was_training = model.training
+    model.eval()
+    frames = stream(model, text, part, int(d.memory_gap) + B, 1.0, torch.Generator().manual_seed(seed * 7919 + step), memory,
+                    power=float(cfg.schedule_power))
+    model.train(was_training)
+    return frames, text
+
+
+def rollout_batch(batch: Batch, pool: tuple[torch.Tensor, torch.Tensor], cfg, step: int, offset: int = 0) -> Batch:
+    """A memory batch re-drawn from the student's own rollouts: example i takes rollout j, the buffer
+    frames g .. g + B - 1 of it (the student's own continuation) and its memory (the rollout's first
+    frame and the m - 1 frames just before g), as ``make_batch`` takes them from a real clip; batches
+    without memory frames stay as they are (data)."""
+    m = batch.memory.shape[1]
+    if m == 0:
+        return batch
+    frames, texts = pool
+    B, gap, seed = int(cfg.buffer), int(cfg.data.memory_gap), int(cfg.trainer.seed)
+    x1, memory, text = [], [], []
+    for i in range(offset, offset + len(batch.x1)):
+        rng = np.random.default_rng([seed, step, i, 17])
+        j, g = int(rng.integers(len(frames))), int(rng.integers(m, gap + 1))
+        x1.append(frames[j, g : g + B])
+        memory.append(torch.cat([frames[j, :1], frames[j, g - (m - 1) : g]]))
+        text.append(torch.zeros_like(texts[j]) if rng.random() < float(cfg.train.text_dropout) else texts[j])
+    return Batch(torch.stack(x1), torch.stack(memory), torch.stack(text), batch.seeds)
+
+
 def check_checkpoint(state: dict, model_cfg: DiTConfig, path: Path) -> None:
     saved = state.get("model_config")
     if saved != model_cfg.__dict__:
@@ -149,12 +195,19 @@ def check_checkpoint(state: dict, model_cfg: DiTConfig, path: Path) -> None:
 
 def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_sizes=(16,), teacher: StreamDiT | None = None,
           init: dict | None = None, log: Callable[[dict, int], None] | None = None, device: str = "cpu",
-          name: str | None = None) -> tuple[StreamDiT, dict]:
+          name: str | None = None, memory_source: str = "data") -> tuple[StreamDiT, dict]:
     """Train one model (``kind``: "flow" or "distill") for ``steps``; resumes from ``checkpoint``
     when it exists. Returns the model (unwrapped) and {loss_first, loss_last, seconds, steps}.
-    ``name``: the trained model of ``cfg.models`` this is (its architecture overrides apply)."""
+    ``name``: the trained model of ``cfg.models`` this is (its architecture overrides apply).
+    ``memory_source`` (distillation): "data" (memory frames from real clips) or "rollout" (from the
+    student's own frame-sink rollouts, ``rollout_pool``, made anew every ``distill.rollout_every`` steps)."""
     if kind not in ("flow", "distill") or (kind == "distill" and teacher is None):
         raise ValueError(f"train kind must be 'flow', or 'distill' with a teacher (got {kind!r}, teacher {'set' if teacher else 'missing'})")
+    if memory_source not in ("data", "rollout") or (memory_source == "rollout" and kind != "distill"):
+        raise ValueError(f"memory_source must be 'data', or 'rollout' for a distillation (got {memory_source!r} for {kind})")
+    every = int(cfg.distill.rollout_every)
+    if memory_source == "rollout" and (every < 1 or int(cfg.trainer.checkpoint_every) % every):
+        raise ConfigError(f"distill.rollout_every {every} must divide trainer.checkpoint_every {cfg.trainer.checkpoint_every} (so a resumed run rolls out where an uninterrupted one does)")
     rank, world = distributed()
     mcfg = model_config(cfg, name)
     t = cfg.train
@@ -178,10 +231,15 @@ def train(cfg, kind: str, steps: int, lr: float, checkpoint: Path | None, chunk_
     local = global_batch // world
     t0 = time.perf_counter()
     bar = progress(total=steps, initial=start, desc=f"streamdit/{kind}", disable=rank != 0)
+    pool, pool_window = None, None
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = lr * warmup_cosine(step, steps, int(t.warmup))
         batch = make_batch(cfg, step, local, rank * local, device)
+        if memory_source == "rollout" and batch.memory.shape[1]:
+            if pool_window != step // every:  # the first memory batch of a window rolls the current student out
+                pool, pool_window = rollout_pool(model, cfg, step, device), step // every
+            batch = rollout_batch(batch, pool, cfg, step, rank * local)
         if kind == "flow":
             loss = flow_matching_loss(wrapped, batch, chunk_sizes, cfg, step)
         else:
@@ -239,10 +297,10 @@ def main(cfg) -> float:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
     which = cfg.method.model
-    if which != "student" and which not in cfg.models:
-        raise ConfigError(f"method.model must be one of {', '.join([*cfg.models, 'student'])} (got {which!r})")
+    if which not in STUDENTS and which not in cfg.models:
+        raise ConfigError(f"method.model must be one of {', '.join([*cfg.models, *STUDENTS])} (got {which!r})")
     teacher = None
-    if which == "student":
+    if which in STUDENTS:
         path = cfg.distill.get("teacher")
         if not path:
             raise ConfigError("the student needs distill.teacher=<path to a trained model_mixed.pt>")
@@ -254,9 +312,9 @@ def main(cfg) -> float:
     checkpoint = Path(directory[0]) / "checkpoints" / f"model_{which}.pt"
     log = (lambda m, step: run.logger.log(m, step=step, scope=f"train/{which}")) if run else None
     with run if run is not None else contextlib.nullcontext():
-        if which == "student":
+        if which in STUDENTS:
             _, summary = train(cfg, "distill", int(cfg.distill.steps), float(cfg.distill.lr), checkpoint, teacher=teacher,
-                               init=teacher.state_dict(), log=log, device=device)
+                               init=teacher.state_dict(), log=log, device=device, memory_source=STUDENTS[which])
         else:
             init_from = cfg.train.get("init_from")
             init = load_model(cfg, Path(init_from), device, which).state_dict() if init_from else None

@@ -33,7 +33,9 @@
 # `fifo` (that same model run diagonally, training-free, as FIFO-Diffusion does); `streamdit_c1`
 # (trained with chunk size 1 only); `streamdit_mixed` (mixed chunk sizes 1-16); `distilled` (the
 # mixed model distilled to one step per chunk position, guidance included); `distilled_framesink`
-# (the student with a LongLive-style frame-sink memory: our extension, not in the paper).
+# (the student with a LongLive-style frame-sink memory: our extension, not in the paper);
+# `distilled_framesink_rollout` (that student trained with memory frames from its own rollouts);
+# `full_clip_plain`, `streamdit_mixed_plain` (the paper's DiT, without our FFN convolution, same steps).
 
 # %% tags=["parameters"]
 import os
@@ -64,9 +66,11 @@ EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a f
 shown = show(EXPERIMENT, PRESET, OVERRIDES, run_dir=SHOW_RUN)
 ours = shown.table()
 arrays = dict(np.load(shown.file("arrays.npz")))
-# rows of the same seed and prompts from a second run (the plain-DiT rows: results/plain, or
-# STREAMDIT_PLAIN_RUN=<run dir>) join the table when the shown run lacks them
-for extra in [Path(os.environ["STREAMDIT_PLAIN_RUN"])] if os.environ.get("STREAMDIT_PLAIN_RUN") else [Path("results/plain")] if shown.published else []:
+# rows of the same seed and prompts from other runs (the plain-DiT rows, the rollout-trained student:
+# results/rows/<name>/, or STREAMDIT_EXTRA_RUNS=dir1:dir2) join the table when the shown run lacks them
+extra_runs = [Path(d) for d in os.environ["STREAMDIT_EXTRA_RUNS"].split(":")] if os.environ.get("STREAMDIT_EXTRA_RUNS") else \
+    sorted(Path("results/rows").glob("*")) if shown.published else []
+for extra in extra_runs:
     if (extra / "results.csv").is_file():
         more = Shown(extra).table()
         more = more[(more.table == "streamdit") & ~more.row.isin(set(ours[ours.table == "streamdit"].row))]
@@ -187,7 +191,8 @@ checks = pd.DataFrame(
         paired("distilled", "streamdit_mixed", "validity", MARGIN, claim=f"distilled student within {MARGIN} validity of its teacher"),
         paired("streamdit_mixed", "fifo", "validity", claim="(paper) trained streaming beats training-free FIFO (validity)"),
         paired("distilled_framesink", "distilled", "drift", claim="the frame-sink memory drifts more than the plain student (drift, 16-frame bins)"),
-    ] + [
+    ] + ([paired("distilled_framesink", "distilled_framesink_rollout", "drift", claim="training the frame-sink student on its own rollouts lowers its drift")]
+         if "distilled_framesink_rollout" in rows else []) + [
         paired(conv, plain, "validity", claim=f"our FFN convolution beats the paper's plain DiT at the same budget ({conv})")
         for conv, plain in (("full_clip", "full_clip_plain"), ("streamdit_mixed", "streamdit_mixed_plain")) if plain in rows
     ]

@@ -55,3 +55,17 @@ def test_the_switch_recolours_object_0_only():
     new_text, after = switched_prompts(text, [["red", "green"]])
     assert after == [[next(c for c in COLOURS if c not in ("red", "green")), "green"]]
     assert VOCAB[int(new_text[0, 0])] == after[0][0] and torch.equal(new_text[0, 1:], text[0, 1:])
+
+
+def test_the_table_trains_the_rollout_student_on_its_own_rollouts(tmp_path, monkeypatch):
+    from .. import train as t
+
+    made = []
+    original = t.rollout_pool
+    monkeypatch.setattr(t, "rollout_pool", lambda model, cfg, step, device: made.append(step) or original(model, cfg, step, device))
+    run = reproduce(EXPERIMENT, "smoke", ["eval.rows=[distilled_framesink,distilled_framesink_rollout]", "train.memory_prob=1.0"], outputs=tmp_path)
+    assert made  # only the rollout student rolls out (the data student never does: checked by the count below)
+    student, rollout = (torch.load(run.dir / "checkpoints" / f"model_{n}.pt", weights_only=False)["model"] for n in ("student", "student_rollout"))
+    assert not all(torch.equal(student[k], rollout[k]) for k in student)
+    assert len(made) == 3  # distill.steps 3, rollout_every 1 in the smoke preset: one pool per step, all from the rollout student
+    assert ("distilled_framesink_rollout", "validity") in results(run)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from shared.config import compose
+from shared.errors import ConfigError
 from shared.registry import get
 
 from ..model import StreamDiT
@@ -194,3 +195,96 @@ def test_the_table_trains_the_plain_rows_models_without_the_convolution(tmp_path
         state = torch.load(run.dir / "checkpoints" / f"model_{name}.pt", weights_only=False)
         assert state["model_config"]["local_conv"] == 0 and not any("conv" in k for k in state["model"])
     assert not (run.dir / "checkpoints" / "model_mixed.pt").exists()  # only what the row needs
+
+
+# ---- the frame-sink student trained on its own rollouts ------------------------------------------
+
+
+def _memory_step(cfg, want_memory=True):
+    """A step whose global batch carries memory frames (or none)."""
+    from ..train import make_batch
+
+    return next(s for s in range(100) if (make_batch(cfg, s, 1).memory.shape[1] > 0) == want_memory)
+
+
+def test_rollout_batches_take_the_buffer_and_its_memory_from_one_rollout():
+    """Pool frame f of rollout j holds the value 100 j + f: every example's memory is that rollout's
+    first frame and the frames just before its buffer, which starts where the memory ends."""
+    from ..train import make_batch, rollout_batch
+
+    cfg = smoke_cfg(**{"train.memory_max": 3, "train.text_dropout": 0.0})
+    B, gap = int(cfg.buffer), int(cfg.data.memory_gap)
+    frames = (100 * torch.arange(3).reshape(3, 1) + torch.arange(gap + B)).float().reshape(3, gap + B, 1, 1, 1).expand(3, gap + B, 3, 16, 16)
+    texts = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    checked = 0
+    for step in range(40):
+        batch = make_batch(cfg, step, 4, 2)
+        out = rollout_batch(batch, (frames, texts), cfg, step, offset=2)
+        m = batch.memory.shape[1]
+        if m == 0:
+            assert out is batch  # data batches without memory stay data
+            continue
+        for n in range(4):
+            first = int(out.x1[n, 0, 0, 0, 0])
+            j, g = first // 100, first % 100
+            assert torch.equal(out.x1[n, :, 0, 0, 0], torch.arange(first, first + B).float())
+            want = [100 * j] + list(range(100 * j + g - (m - 1), 100 * j + g))
+            assert out.memory[n, :, 0, 0, 0].tolist() == want and torch.equal(out.text[n], texts[j])
+            assert m <= g <= gap
+        checked += 1
+    assert checked >= 5
+
+
+def test_the_pool_is_the_students_own_frame_sink_stream():
+    from ..sample import FrameSinkMemory, stream
+    from ..train import rollout_pool
+
+    cfg = smoke_cfg()
+    torch.manual_seed(0)
+    model = StreamDiT(model_config(cfg))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    frames, text = rollout_pool(model.train(), cfg, 6, "cpu")
+    assert model.training and frames.shape[:2] == (int(cfg.distill.rollout_pool), int(cfg.data.memory_gap) + int(cfg.buffer))
+    part = Partition.for_buffer(int(cfg.buffer), int(cfg.distill.teacher_c), 1)
+    memory = FrameSinkMemory(int(cfg.eval.memory.sink_frames), int(cfg.eval.memory.window_frames))
+    want = stream(model.eval(), text, part, frames.shape[1], 1.0, torch.Generator().manual_seed(int(cfg.trainer.seed) * 7919 + 6), memory)
+    assert torch.equal(frames, want)
+
+
+def test_the_rollout_student_rolls_out_anew_every_rollout_every_steps_and_resumes_exactly(tmp_path, monkeypatch):
+    from .. import train as t
+
+    cfg = smoke_cfg(**{"train.memory_prob": 1.0, "distill.rollout_every": 2, "trainer.checkpoint_every": 2})
+    torch.manual_seed(0)
+    teacher = StreamDiT(model_config(cfg))
+    with torch.no_grad():  # signal on every path (a fresh DiT's zero output layer makes every target 0)
+        for p in teacher.parameters():
+            p.normal_(0, 0.2)
+    made = []
+    original = t.rollout_pool
+    monkeypatch.setattr(t, "rollout_pool", lambda model, c, step, device: made.append(step) or original(model, c, step, device))
+    whole, _ = train(cfg, "distill", 5, 1e-3, tmp_path / "whole.pt", teacher=teacher, init=teacher.state_dict(), memory_source="rollout")
+    assert made == [0, 2, 4]
+    data, _ = train(cfg, "distill", 5, 1e-3, tmp_path / "data.pt", teacher=teacher, init=teacher.state_dict())
+    assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), data.state_dict().values()))
+    stopped = tmp_path / "stopped.pt"
+    original_batch = t.make_batch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original_batch(*args, **kwargs)
+
+    monkeypatch.setattr(t, "make_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, "distill", 5, 1e-3, stopped, teacher=teacher, init=teacher.state_dict(), memory_source="rollout")
+    monkeypatch.setattr(t, "make_batch", original_batch)
+    resumed, _ = train(cfg, "distill", 5, 1e-3, stopped, teacher=teacher, init=teacher.state_dict(), memory_source="rollout")
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="must divide trainer.checkpoint_every"):
+        train(smoke_cfg(**{"distill.rollout_every": 2}), "distill", 1, 1e-3, None, teacher=teacher, memory_source="rollout")
