@@ -45,11 +45,19 @@ def check_config(cfg) -> None:
     if not (source / "config.yaml").is_file():
         raise ConfigError(f"models_from={source}: not a run directory (no config.yaml)")
     mine, theirs = (OmegaConf.to_container(c, resolve=True) for c in (cfg, OmegaConf.load(source / "config.yaml")))
-    differ = [k for k in TRAINING_KEYS if theirs.get(k) != mine.get(k)]
+    differ = [k for k in TRAINING_KEYS if not _agree(theirs.get(k), mine.get(k))]
     if theirs["trainer"]["seed"] != mine["trainer"]["seed"]:
         differ.append("trainer.seed")
     if differ:
         raise ConfigError(f"models_from={source} trained with other {', '.join(differ)}; run with that run's settings or train anew")
+
+
+def _agree(theirs, mine) -> bool:
+    """Equal settings; a setting the other run's code did not have yet (a key added since, such as a
+    new model's own options) is not a difference."""
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        return all(_agree(theirs[k], mine[k]) for k in theirs.keys() & mine.keys())
+    return theirs == mine
 
 
 def reuse_models(cfg, needed: set[str], run: Run) -> None:

@@ -44,6 +44,17 @@ def test_models_from_a_run_trained_otherwise_is_refused_before_a_run_directory(t
         reproduce(EXPERIMENT, "smoke", [f"models_from={tmp_path}"], outputs=tmp_path / "b")
 
 
+def test_models_from_ignores_settings_the_other_runs_code_did_not_have(tmp_path):
+    """A run made before a key existed (here: distill.rollout_every, dropped from its config.yaml)
+    still lends its models; a changed value of a key both have is still refused."""
+    first = reproduce(EXPERIMENT, "smoke", ["eval.rows=[full_clip]"], outputs=tmp_path / "a")
+    saved = (first.dir / "config.yaml").read_text()
+    (first.dir / "config.yaml").write_text("\n".join(line for line in saved.splitlines() if "rollout_every" not in line))
+    reproduce(EXPERIMENT, "smoke", ["eval.rows=[full_clip]", f"models_from={first.dir}"], outputs=tmp_path / "b")
+    with pytest.raises(ConfigError, match="trained with other distill"):
+        reproduce(EXPERIMENT, "smoke", ["eval.rows=[full_clip]", f"models_from={first.dir}", "distill.teacher_s=3"], outputs=tmp_path / "c")
+
+
 def test_a_switch_off_the_chunk_grid_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="not a multiple of the chunk size of switch_distilled"):
         reproduce(EXPERIMENT, "smoke", ["eval.rows=[switch_distilled]", "eval.switch.at=9"], outputs=tmp_path)
