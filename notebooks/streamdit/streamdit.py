@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import display
 
 from shared.notebook import Shown, publish, show
 
@@ -66,18 +66,21 @@ EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a f
 shown = show(EXPERIMENT, PRESET, OVERRIDES, run_dir=SHOW_RUN)
 ours = shown.table()
 arrays = dict(np.load(shown.file("arrays.npz")))
-# rows of the same seed and prompts from other runs (the plain-DiT rows, the rollout-trained student:
-# results/rows/<name>/, or STREAMDIT_EXTRA_RUNS=dir1:dir2) join the table when the shown run lacks them
+# rows of the same seed and prompts from other runs (runs that scored further rows on the same
+# trained models with `models_from`, the plain-DiT rows, the rollout-trained student: results/rows/<name>/,
+# or STREAMDIT_EXTRA_RUNS=dir1:dir2) join both tables when the shown run lacks them
 extra_runs = [Path(d) for d in os.environ["STREAMDIT_EXTRA_RUNS"].split(":")] if os.environ.get("STREAMDIT_EXTRA_RUNS") else \
     sorted(Path("results/rows").glob("*")) if shown.published else []
 for extra in extra_runs:
     if (extra / "results.csv").is_file():
         more = Shown(extra).table()
-        more = more[(more.table == "streamdit") & ~more.row.isin(set(ours[ours.table == "streamdit"].row))]
+        more = more[more.table.isin(["streamdit", "streamdit_switch"]) & ~more.row.isin(set(ours.row))]
         ours = pd.concat([ours, more], ignore_index=True)
         arrays |= {k: v for k, v in np.load(extra / "arrays.npz").items() if k.split("/")[0] in set(more.row) or k.startswith("train/")}
 value = ours.set_index(["table", "row", "metric"])["value"]
-rows = list(dict.fromkeys(ours[ours.table == "streamdit"].row))
+ORDER = ["full_clip", "fifo", "streamdit_c1", "streamdit_mixed", "distilled", "distilled_framesink", "distilled_framesink_rollout",
+         "full_clip_plain", "streamdit_mixed_plain"]  # the table's order, whichever run a row came from
+rows = sorted(dict.fromkeys(ours[ours.table == "streamdit"].row), key=lambda r: ORDER.index(r) if r in ORDER else len(ORDER))
 
 # %% [markdown]
 # ## Our table: long rollouts from held-out prompts
@@ -136,7 +139,9 @@ display(paper)
 # same prompt seed).
 
 # %%
-display(Image(filename=str(shown.figure("strip"))))
+from shared.procedural.figures import figure_drift, figure_strip
+
+strip = figure_strip({r: {"strip": arrays[f"{r}/strip"]} for r in rows}, {"strip": arrays["data/strip"]}, 16)  # shown by the inline backend
 
 # %% [markdown]
 # ## Drift over time
@@ -144,7 +149,7 @@ display(Image(filename=str(shown.figure("strip"))))
 # drifts loses objects, colours or shapes as the rollout grows past its buffer.
 
 # %%
-display(Image(filename=str(shown.figure("drift"))))
+drift = figure_drift({r: {"per_frame_validity": arrays[f"{r}/per_frame_validity"]} for r in rows}, {"per_frame_validity": arrays["data/per_frame_validity"]}, 16)
 late = {r: float(arrays[f"{r}/per_frame_validity"][:, -16:].mean()) for r in rows}
 print("validity over the last 16 frames:", {r: round(v, 3) for r, v in late.items()})
 
@@ -222,11 +227,15 @@ CLAIMS = [
     ("distilled_framesink", "distilled", "drift", 0.0, "the frame-sink memory drifts more than the plain student"),
 ]
 seed_dirs = [Path(d) for d in os.environ["STREAMDIT_SEED_RUNS"].split(":")] if os.environ.get("STREAMDIT_SEED_RUNS") else \
-    [Path("results"), *sorted(Path("results/seeds").glob("seed*"))]
+    sorted(Path("results/seeds").glob("seed*"))
 seed_dirs = [d for d in seed_dirs if (d / "arrays.npz").is_file() and (d / "config.yaml").is_file()]
 configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in seed_dirs]
-by_seed = {c["trainer"]["seed"]: np.load(d / "arrays.npz") for d, c in zip(seed_dirs, configs)}
-assert len(by_seed) == len(seed_dirs), "two of the runs share a training seed"
+by_seed = {c["trainer"]["seed"]: dict(np.load(d / "arrays.npz")) for d, c in zip(seed_dirs, configs)}
+shown_cfg = shown.config()
+if not SMOKE:  # the table above is one more seed (its rows merged from its runs)
+    by_seed[int(shown_cfg.trainer.seed)] = arrays
+    configs.append({"eval": {"seed": int(shown_cfg.eval.seed), "prompts": int(shown_cfg.eval.prompts)}})
+assert len(by_seed) == len(configs), "two of the runs share a training seed"
 assert len({(c["eval"]["seed"], c["eval"]["prompts"]) for c in configs}) <= 1, "the runs scored different prompts"
 
 
@@ -240,8 +249,8 @@ def diff_per_prompt(arr, a, b, what):
 over_seeds, per_seed = [], []
 for a, b, what, margin, claim in CLAIMS:
     means = []
-    for seed, arr in by_seed.items():
-        if f"{a}/per_frame_validity" not in arr.files or f"{b}/per_frame_validity" not in arr.files:
+    for seed, arr in sorted(by_seed.items()):
+        if f"{a}/per_frame_validity" not in arr or f"{b}/per_frame_validity" not in arr:
             continue
         d = diff_per_prompt(arr, a, b, what)
         means.append(float(d.mean()))
@@ -269,30 +278,26 @@ display(pd.DataFrame(over_seeds))
 # part-denoised under the old prompt, so it should follow a few frames later and without a jump.
 
 # %%
-switch_dir = Path(os.environ.get("STREAMDIT_SWITCH_RUN", "")) if os.environ.get("STREAMDIT_SWITCH_RUN") else \
-    shown.dir if "streamdit_switch" in set(ours.table) else Path("results/switch")
-if (switch_dir / "results.csv").is_file():
-    sw = pd.read_csv(switch_dir / "results.csv")
-    sw = sw[sw.table == "streamdit_switch"].pivot_table(index="row", columns="metric", values="value", sort=False)
-    display(sw[["frames_to_follow", "followed", "switch_jump", "validity_after"]].round(3))
-    sw_arrays = np.load(switch_dir / "arrays.npz")
+switch_rows = list(dict.fromkeys(ours[ours.table == "streamdit_switch"].row))
+if switch_rows:
+    display(pd.DataFrame({m: [cell("streamdit_switch", r, m) for r in switch_rows] for m in ("frames_to_follow", "followed", "switch_jump", "validity_after")},
+                         index=switch_rows).round(3))
 
     def paired_switch(a, b, key, claim):
-        d = sw_arrays[f"{a}/{key}"] - sw_arrays[f"{b}/{key}"]
+        d = arrays[f"{a}/{key}"] - arrays[f"{b}/{key}"]
         mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
         return {"claim": claim, "difference": f"{a} - {b}: {mean:+.3f} ± {se:.3f}",
                 "verdict": "met" if -mean > 2 * se else "contradicted" if -mean < -2 * se else "not resolved"}
 
-    switch_rows = set(sw.index)
     switch_checks = [paired_switch(a, b, key, claim) for a, b, key, claim in [
         ("switch_mixed", "switch_full_clip", "jumps", "StreamDiT switches more smoothly than a clip model (smaller jump)"),
         ("switch_mixed", "switch_fifo", "delays", "trained streaming follows a new prompt sooner than FIFO"),
         ("switch_mixed", "switch_c1", "delays", "mixed training follows a new prompt sooner than chunk-size-1 training"),
-    ] if {a, b} <= switch_rows]
+    ] if {a, b} <= set(switch_rows)]
     display(pd.DataFrame(switch_checks))
-    display(Image(filename=str(Shown(switch_dir).figure("switch_strip"))))  # the first prompt around the switch, per row
+    switch_strip = figure_strip({r: {"strip": arrays[f"{r}/strip"]} for r in switch_rows}, None, 16)  # frames 40-70 of the first prompt
 else:
-    print(f"no prompt-switch results in {switch_dir}")
+    print("no prompt-switch rows in these results")
 
 # %%
 if PUBLISH:
