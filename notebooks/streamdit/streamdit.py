@@ -48,8 +48,8 @@ SMOKE = smoke()  # STREAMLAB_SMOKE=1: tiny models, a few steps: plumbing only (C
 PRESET = "smoke" if SMOKE else None
 PUBLISH = False
 OVERRIDES = []
-# STREAMDIT_RUN=<run dir>: show a completed run of `streamlab reproduce streamdit` (36 minutes on
-# 2 cores) instead (a killed run continues with `streamlab reproduce streamdit --resume <run dir>`)
+# STREAMDIT_RUN=<run dir>: show a completed run of `streamlab reproduce streamdit` (see the README for
+# its time) instead (a killed run continues with `streamlab reproduce streamdit --resume <run dir>`)
 SHOW_RUN = os.environ.get("STREAMDIT_RUN")
 
 # %%
