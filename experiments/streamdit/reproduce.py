@@ -224,7 +224,7 @@ def reproduce(cfg, run: Run) -> None:
     if unknown:
         raise ConfigError(f"eval.rows: unknown rows {unknown}; valid: {', '.join(tables)}")
     methods = {row: run.compose_row(tables[row], row).method for row in rows}
-    if all(tables[r] == "streamdit" for r in rows):  # the switch rows come beside the table for the models it trains
+    if cfg.eval.switch_rows and all(tables[r] == "streamdit" for r in rows):  # the switch rows come beside the table for the models it trains
         for row in (r for r, t in tables.items() if t == "streamdit_switch"):
             method = run.compose_row("streamdit_switch", row).method
             if method.model in {m.model for m in methods.values()}:

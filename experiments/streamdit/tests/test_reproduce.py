@@ -24,6 +24,9 @@ def results(run) -> dict:
 def test_models_from_scores_new_rows_on_the_same_models_without_training(tmp_path):
     first = reproduce(EXPERIMENT, "smoke", ["eval.rows=[streamdit_mixed]"], outputs=tmp_path / "a")
     assert ("switch_mixed", "frames_to_follow") in results(first)  # the switch row comes beside the model it needs
+    table_only = reproduce(EXPERIMENT, "smoke", ["eval.rows=[streamdit_mixed]", "eval.switch_rows=false", f"models_from={first.dir}"],
+                           outputs=tmp_path / "c")
+    assert {row for row, _ in results(table_only)} == {"streamdit_mixed", "data"}  # no switch rows
     second = reproduce(EXPERIMENT, "smoke", ["eval.rows=[switch_mixed,streamdit_mixed]", f"models_from={first.dir}"], outputs=tmp_path / "b")
     for name in ("uniform", "mixed"):
         assert (second.dir / "checkpoints" / f"model_{name}.pt").read_bytes() == (first.dir / "checkpoints" / f"model_{name}.pt").read_bytes()
