@@ -59,3 +59,21 @@ def test_the_pipeline_over_gloo_ranks_gives_every_stream_the_single_process_fram
     assert torch.allclose(split, single, atol=1e-12, rtol=0)
     assert not torch.allclose(split[0], split[1])  # streams are distinct (own prompt and noise)
     assert timing.frames == streams * 4 * cfg.chunk and len(timing.chunk_ms) == streams * 4
+
+
+def test_the_tool_times_one_and_two_ranks_on_one_thread_each_and_refuses_bad_widths(tmp_path):
+    """The tool's rows (an untrained wider host, timing only) say what was timed and that the frames
+    agree; the single process runs on one thread, as each rank does, and gives the threads back."""
+    import json
+
+    from ..pipeline import main
+
+    threads = torch.get_num_threads()
+    assert main(["--ranks", "1", "2", "--streams", "2", "--chunks", "2", "--width", "32", "--json", str(tmp_path / "p.json")]) == 0
+    assert torch.get_num_threads() == threads
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    assert [r["ranks"] for r in rows] == [1, 2] and all(r["width"] == 32 and not r["trained"] for r in rows)
+    assert rows[0]["max_difference_to_first"] == 0 and rows[1]["max_difference_to_first"] < 1e-4
+    assert all(r["fps"] > 0 and r["frames"] == 2 * 2 * 2 for r in rows)
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        main(["--width", "20"])
