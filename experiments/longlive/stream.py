@@ -68,6 +68,11 @@ class _Recache(Attention):
         return F.scaled_dot_product_attention(rope.apply(q, kv_rope), rope.apply(k, kv_rope), v)
 
 
+def _frames(sigma: float | torch.Tensor) -> float | torch.Tensor:
+    """A level to multiply frames [b, chunk, C, H, W] by: a float, or per stream [b] -> [b, 1, 1, 1, 1]."""
+    return sigma[:, None, None, None, None] if isinstance(sigma, torch.Tensor) else sigma
+
+
 class Stream:
     """A generation in progress: per-layer caches, the frames emitted so far, the sampler's noise."""
 
@@ -90,16 +95,30 @@ class Stream:
         shape = (self.batch, cfg.chunk, cfg.channels, cfg.size, cfg.size)
         return torch.randn(shape, generator=self.generator, dtype=torch.float64).to(self.dtype).to(self.device)
 
-    def _sigma(self, value: float) -> torch.Tensor:
+    def _sigma(self, value: float | torch.Tensor) -> torch.Tensor:
+        """[b, chunk]: one level for every stream (a float) or one per stream (a tensor [b])."""
+        if isinstance(value, torch.Tensor):
+            return value.to(self.dtype).to(self.device)[:, None].expand(self.batch, self.cfg.chunk)
         return torch.full((self.batch, self.cfg.chunk), value, dtype=self.dtype, device=self.device)
 
-    def next_chunk(self, text: torch.Tensor, exit_step: int | None = None, grad: bool = False) -> torch.Tensor:
+    def v2v_levels(self, strength: torch.Tensor) -> list[float | torch.Tensor]:
+        """Video-to-video (StreamDiffusionV2): the first step at each stream's own ``strength`` [b],
+        then the sampler's levels below every stream's strength."""
+        if strength.shape != (self.batch,) or not bool(((strength > 0) & (strength <= 1)).all()):
+            raise ValueError(f"strength must be {self.batch} levels in (0, 1], got {strength.tolist()}")
+        strength = strength.to(self.dtype).to(self.device)
+        return [strength, *(s for s in self.sigmas if s < float(strength.min()))]
+
+    def next_chunk(self, text: torch.Tensor, exit_step: int | None = None, grad: bool = False,
+                   source: torch.Tensor | None = None, strength: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise one chunk and write it into the caches; returns its frames [b, chunk, C, H, W].
 
         ``exit_step`` (training): stop at that step and return its x0, the only forward run with
         gradient when ``grad`` (the steps before and the context pass run without: cached K/V never
-        carry gradient, brief 1.3). Inference: the last step."""
-        calls = self.chunk_calls(text, exit_step, grad)
+        carry gradient, brief 1.3). Inference: the last step. ``source`` [b, chunk, C, H, W] with
+        ``strength`` [b]: video-to-video, the chunk starts from the source frames noised to that
+        strength instead of from pure noise (``v2v_levels``)."""
+        calls = self.chunk_calls(text, exit_step, grad, source, strength)
         call = next(calls)
         while True:
             with torch.set_grad_enabled(call.grad):
@@ -109,22 +128,26 @@ class Stream:
             except StopIteration as done:
                 return done.value
 
-    def chunk_calls(self, text: torch.Tensor, exit_step: int | None = None, grad: bool = False) -> Generator[ModelCall, torch.Tensor, torch.Tensor]:
+    def chunk_calls(self, text: torch.Tensor, exit_step: int | None = None, grad: bool = False,
+                    source: torch.Tensor | None = None, strength: torch.Tensor | None = None) -> Generator[ModelCall, torch.Tensor, torch.Tensor]:
         """The sampler of ``next_chunk`` as a coroutine: it yields each model call it needs (the
         denoising steps, then the context pass) and is sent the velocity back, so a driver may run the
         calls elsewhere (the pipeline over ranks interleaves several streams' calls); returns x0."""
-        last = len(self.sigmas) - 1 if exit_step is None else exit_step
-        if not 0 <= last < len(self.sigmas):
-            raise ValueError(f"exit step {exit_step} outside the {len(self.sigmas)} denoising steps")
+        sigmas = self.sigmas if source is None else self.v2v_levels(strength)
+        last = len(sigmas) - 1 if exit_step is None else exit_step
+        if not 0 <= last < len(sigmas):
+            raise ValueError(f"exit step {exit_step} outside the {len(sigmas)} denoising steps")
         peek = CachedAttention(self.caches, self.rope, write=False)
         x = self.noise()
+        if source is not None:  # flow matching's x_s = (1 - s) x0 + s eps, with the source as x0
+            x = (1 - _frames(sigmas[0])) * source.to(x) + _frames(sigmas[0]) * x
         for i in range(last + 1):
-            sigma, on = self.sigmas[i], grad and i == last
+            sigma, on = sigmas[i], grad and i == last
             v = yield ModelCall(x, self._sigma(sigma), text, peek, on)
             with torch.set_grad_enabled(on):
-                x0 = x - sigma * v
+                x0 = x - _frames(sigma) * v
             if i < last:
-                x = (1 - self.sigmas[i + 1]) * x0 + self.sigmas[i + 1] * self.noise()
+                x = (1 - sigmas[i + 1]) * x0 + sigmas[i + 1] * self.noise()
         # the context pass: the clean chunk's K/V go into the caches
         yield ModelCall(x0.detach(), self._sigma(0.0), text, CachedAttention(self.caches, self.rope, write=True), False)
         self.frames.append(x0.detach())
