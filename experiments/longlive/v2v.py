@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,9 +174,10 @@ def run(args) -> dict:
             "rows": {row: {f"{speed:g}": v for speed, v in by_speed.items()} for row, by_speed in results.items()}}
 
 
-def paired(result: dict, row: str, other: str, speed: str, key: str) -> tuple[float, float]:
-    """Mean and standard error of row - other over the (clip, seed) pairs at one speed."""
-    d = np.array(result["rows"][row][speed][key]) - np.array(result["rows"][other][speed][key])
+def paired(result: dict, row: str, other: str, speed: str | None, key: str) -> tuple[float, float]:
+    """Mean and standard error of row - other over the (clip, seed) pairs at one speed (None: every speed)."""
+    speeds = list(result["rows"][row]) if speed is None else [speed]
+    d = np.concatenate([np.array(result["rows"][row][v][key]) - np.array(result["rows"][other][v][key]) for v in speeds])
     d = d[np.isfinite(d)]
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
@@ -190,6 +192,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="a run's checkpoint (default: the shipped self-forcing student)")
     p.add_argument("--json", type=Path, help="write the results here (refuses to overwrite)")
     args = p.parse_args(argv)
+    command = ["python", "-m", "experiments.longlive", "v2v", *(sys.argv[1:] if argv is None else argv)]
     try:
         if args.clips < 2 or not args.seeds or min(args.speeds) <= 0:
             raise ConfigError("--clips must be at least 2, --seeds non-empty and --speeds positive")
@@ -199,8 +202,15 @@ def main(argv=None) -> int:
     except StreamlabError as err:
         print(f"longlive v2v: {err}", file=sys.stderr)
         return USAGE_ERROR
+    from shared.provenance import git_state
+
+    git = git_state()
+    result["provenance"] = {"commit": git["sha"], "dirty": git["dirty"], "command": command, "torch": torch.__version__,
+                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     result["paired"] = {f"motion - {row} @ speed {speed:g}": {k: paired(result, "motion", row, f"{speed:g}", k) for k in ("position_error", "edit", "seams", "found")}
                         for row in result["rows"] if row != "motion" for speed in args.speeds}
+    result["paired"] |= {f"motion - {row} @ every speed": {k: paired(result, "motion", row, None, k) for k in ("position_error", "edit", "seams", "found")}
+                         for row in result["rows"] if row != "motion"}
     if args.json is not None:
         from shared.io import atomic_write_json
 

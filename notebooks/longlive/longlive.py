@@ -30,7 +30,8 @@
 # its 16-frame training length with a rolling window of frames. `longlive`: the self-forcing student
 # under LongLive's short window with and without a frame sink; `longlive_switch`: a prompt switch
 # with the cache kept, cleared or re-cached; `deep_forcing`: deep sink (re-aligned or not) against a
-# rolling window and a shallow sink at 12x the training length. StreamDiffusionV2 is not built yet.
+# rolling window and a shallow sink at 12x the training length. StreamDiffusionV2 (serving tools on
+# the shipped student, not rows of the run): SLO-aware batching and the motion-aware noise controller.
 
 # %% tags=["parameters"]
 import os
@@ -116,6 +117,53 @@ for key in (k for k in arrays.files if k.startswith("claim/")):
     claims.append({"comparison": key.split("/")[1].replace("_minus_", " minus "), "metric": key.split("/")[2], "difference": round(float(mean), 3),
                    "s.e.": round(float(se), 3), "verdict": verdict})
 display(pd.DataFrame(claims))
+
+# %% [markdown]
+# ## StreamDiffusionV2: SLO-aware batching and the motion-aware noise controller
+# Both are tools on the shipped self-forcing student, published as JSON beside the run
+# (`python -m experiments.longlive serving --seeds 0 1 2 3 4 5 6 7 8 9 --out results/serving.json`,
+# `python -m experiments.longlive v2v --clips 32 --seeds 0 1 2 3 4 --json results/v2v.json`; the
+# README gives their commits). Serving: one simulated worker, paired over arrival seeds. Video-to-video:
+# an edit (object 0 recoloured) of slow (0.5x) and fast (2x) held-out clips; each chunk's input is
+# noised to a strength and denoised; rows are fixed strengths, one fixed strength matched to the
+# controller's mean, and the controller (less noise for more motion). Position error (px) against the
+# input's true positions: lower is better; edit (share of frames following the new prompt): higher;
+# seams (change across chunk boundaries over the change inside): lower. Verdicts beyond 2 s.e.
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+
+
+def verdict(mean, se):
+    return "lower" if mean < -2 * se else ("higher" if mean > 2 * se else "not resolved")
+
+
+served = Path("results/serving.json")
+if served.is_file():
+    serving = json.loads(served.read_text())
+    display(pd.DataFrame({s: {k: float(np.mean(v)) for k, v in r.items()} for s, r in serving["per_seed"].items()}).T.round(3))
+    display(pd.DataFrame([{"comparison": name, "metric": k, "difference": round(m, 3), "s.e.": round(se, 3), "verdict": verdict(m, se)}
+                          for name, c in serving["paired"].items() for k, (m, se) in c.items()]))
+v2v_file = Path("results/v2v.json")
+if v2v_file.is_file():
+    v2v = json.loads(v2v_file.read_text())
+    metrics = ("strength", "position_error", "found", "edit", "seams")
+    display(pd.DataFrame([{"row": row, "speed": speed, **{k: float(np.nanmean(r[k])) for k in metrics}}
+                          for row, by_speed in v2v["rows"].items() for speed, r in by_speed.items()]).set_index(["row", "speed"]).round(3))
+    display(pd.DataFrame([{"comparison": name, "metric": k, "difference": round(m, 4), "s.e.": round(se, 4), "verdict": verdict(m, se)}
+                          for name, c in v2v["paired"].items() for k, (m, se) in c.items() if k in ("position_error", "edit", "seams")]))
+    fig, axes = plt.subplots(1, len(v2v["speeds"]), figsize=(4.5 * len(v2v["speeds"]), 3.4), sharey=True)
+    for ax, speed in zip(np.atleast_1d(axes), v2v["speeds"]):
+        for row, by_speed in v2v["rows"].items():
+            r = by_speed[f"{speed:g}"]
+            ax.scatter(np.mean(r["edit"]), np.nanmean(r["position_error"]), marker="*" if row == "motion" else "o", s=80 if row == "motion" else 30)
+            ax.annotate(row, (np.mean(r["edit"]), np.nanmean(r["position_error"])), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set(title=f"input speed {speed:g}x", xlabel="edit (higher is better)")
+    np.atleast_1d(axes)[0].set_ylabel("position error, px (lower is better)")
+    fig.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # ## Validity over the rollout and the first prompt's frames
