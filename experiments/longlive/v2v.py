@@ -8,7 +8,8 @@ data's kind) streams through the shipped self-forcing student under a prompt tha
 0. The output must keep the input's motion and give object 0 its new colour. Per 2-frame chunk the
 input frames are noised to a strength s (x_s = (1 - s) x_in + s eps) and denoised from there by the
 few-step sampler (``Stream.next_chunk(source=, strength=)``: a first step at s, then the sampler's
-levels below s); the output chunk goes into the KV cache (the generate tool's sink + window policy).
+levels below s); the output chunk goes into the KV cache (the generate tool's sink + window policy:
+StreamDiffusionV2's rolling cache with sink tokens, without its adaptive sink replacement).
 
 Rows (the strength per chunk and stream):
 - ``fixed:<s>`` (``--fixed``, default 0.7 and 0.8: the controller's two ends);
@@ -21,7 +22,9 @@ Rows (the strength per chunk and stream):
   clips at the training speed (measured from seeded clips when the tool starts, not from any
   result), so the training data's motion spans d in [0, 1] and faster motion saturates it. The
   official code also tells the model a timestep 0.1 below the mixing strength; here the model is
-  told the level it was mixed at.
+  told the level it was mixed at;
+- ``motion_rolling``: the controller with a plain rolling window of the same 9 frames, no sink
+  (``motion - motion_rolling`` is the sink tokens' effect).
 
 Metrics per clip: position error (px: each object's detected centroid, in its prompted colour,
 against the input's true position, over the frames where it is found), found (share of
@@ -155,14 +158,18 @@ def run(args) -> dict:
     # the controller reads the input only, so its strengths are known before streaming: the matched row
     # spends the same mean noise on every chunk (adaptation against the same amount of noise)
     matched = float(np.mean([controller_strengths(MotionController(scale), c, host.chunk).mean() for c in inputs.values()]))
-    rows = {f"fixed:{s:g}": (lambda s=s: Fixed(s)) for s in args.fixed} | {"matched": lambda: Fixed(matched), "motion": lambda: MotionController(scale)}
-    policy = lambda: FrameSink(host.tokens_per_frame, sink_frames=2, window_frames=7)  # noqa: E731  (generate's default)
+    rows = {f"fixed:{s:g}": (lambda s=s: Fixed(s)) for s in args.fixed} | {"matched": lambda: Fixed(matched), "motion": lambda: MotionController(scale),
+                                                                          "motion_rolling": lambda: MotionController(scale)}
+    # every row keeps 2 sink frames + a 7-frame window (generate's default; StreamDiffusionV2's rolling cache
+    # with sink tokens) except motion_rolling: a plain rolling window of the same 9 frames, no sink
+    sink = FrameSink(host.tokens_per_frame, sink_frames=2, window_frames=7)
+    rolling = FrameSink(host.tokens_per_frame, sink_frames=0, window_frames=9)
     results = {row: {speed: {k: [] for k in ("position_error", "found", "edit", "seams", "strength")} for speed in args.speeds} for row in rows}
     total, done = len(rows) * len(args.speeds) * len(args.seeds), 0
     for speed in args.speeds:
         for seed in args.seeds:
             for row, make in rows.items():
-                video, strengths = stream_edit(model, policy(), inputs[speed], make(), seed, sampler)
+                video, strengths = stream_edit(model, rolling if row == "motion_rolling" else sink, inputs[speed], make(), seed, sampler)
                 for i, clip in enumerate(inputs[speed]):
                     for k, v in score_edit(video[i], clip, ref).items():
                         results[row][speed][k].append(v)
@@ -207,10 +214,9 @@ def main(argv=None) -> int:
     git = git_state()
     result["provenance"] = {"commit": git["sha"], "dirty": git["dirty"], "command": command, "torch": torch.__version__,
                             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    result["paired"] = {f"motion - {row} @ speed {speed:g}": {k: paired(result, "motion", row, f"{speed:g}", k) for k in ("position_error", "edit", "seams", "found")}
-                        for row in result["rows"] if row != "motion" for speed in args.speeds}
-    result["paired"] |= {f"motion - {row} @ every speed": {k: paired(result, "motion", row, None, k) for k in ("position_error", "edit", "seams", "found")}
-                         for row in result["rows"] if row != "motion"}
+    keys = ("position_error", "edit", "seams", "found")
+    result["paired"] = {f"motion - {row} @ {f'speed {speed:g}' if speed else 'every speed'}": {k: paired(result, "motion", row, f"{speed:g}" if speed else None, k) for k in keys}
+                        for row in result["rows"] if row != "motion" for speed in [*args.speeds, None]}
     if args.json is not None:
         from shared.io import atomic_write_json
 

@@ -102,15 +102,17 @@ def test_the_edit_metrics_on_the_ground_truth():
 
 def test_the_tool_writes_its_rows_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "v2v.json"
-    assert main(["--clips", "2", "--seeds", "0", "--speeds", "2", "--frames", "8", "--fixed", "0.7", "--json", str(out)]) == 0
+    assert main(["--clips", "2", "--seeds", "0", "--speeds", "2", "--frames", "12", "--fixed", "0.7", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["rows"]) == {"fixed:0.7", "matched", "motion"} and result["motion_scale"] > 0
+    assert set(result["rows"]) == {"fixed:0.7", "matched", "motion", "motion_rolling"} and result["motion_scale"] > 0
     assert result["provenance"]["command"][:4] == ["python", "-m", "experiments.longlive", "v2v"] and len(result["provenance"]["commit"]) == 40
     motion_mean = np.mean(result["rows"]["motion"]["2"]["strength"])
     assert result["matched_strength"] == pytest.approx(motion_mean) and result["rows"]["matched"]["2"]["strength"] == [pytest.approx(motion_mean)] * 2
     strengths = result["rows"]["motion"]["2"]["strength"]
     assert len(strengths) == 2 and all(0.7 <= s < 0.8 for s in strengths)  # fast clips: less noise than s_init
     assert {"motion - fixed:0.7 @ speed 2", "motion - matched @ every speed"} <= set(result["paired"])
+    sinks, rolling = result["rows"]["motion"]["2"], result["rows"]["motion_rolling"]["2"]
+    assert sinks["strength"] == rolling["strength"] and sinks["position_error"] != rolling["position_error"]  # 12 frames: the caches differ
     assert main(["--clips", "2", "--json", str(out)]) == 2  # never overwrites
     assert main(["--frames", "7"]) == 2
     assert "--frames must be a multiple" in capsys.readouterr().err
