@@ -24,7 +24,11 @@ Rows (the strength per chunk and stream):
   official code also tells the model a timestep 0.1 below the mixing strength; here the model is
   told the level it was mixed at;
 - ``motion_rolling``: the controller with a plain rolling window of the same 9 frames, no sink
-  (``motion - motion_rolling`` is the sink tokens' effect).
+  (``motion - motion_rolling`` is the sink tokens' effect);
+- ``motion_adaptive``: the controller with StreamDiffusionV2's adaptive sink (``AdaptiveFrameSink``,
+  threshold 0.2: a sink frame whose keys and values drift below 0.2 cosine from the new chunk's is
+  replaced by it); ``sinks_replaced`` is the share of sink frames held at the end that are not the
+  first frames.
 
 Metrics per clip: position error (px: each object's detected centroid, in its prompted colour,
 against the input's true position, over the frames where it is found), found (share of
@@ -108,8 +112,9 @@ def controller_strengths(controller, inputs: list, chunk: int) -> np.ndarray:
     return np.stack([controller(src[:, i : i + chunk], src[:, i - 1] if i else None).numpy() for i in range(0, src.shape[1], chunk)], axis=1)
 
 
-def stream_edit(model, policy, inputs: list, controller, seed: int, sampler: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Stream every clip's edit; (output video [clips, F, C, H, W], strengths [clips, chunks])."""
+def stream_edit(model, policy, inputs: list, controller, seed: int, sampler: dict) -> tuple[np.ndarray, np.ndarray, float]:
+    """Stream every clip's edit; (output video [clips, F, C, H, W], strengths [clips, chunks], the
+    share of sink frames held at the end that are not the first frames, over layers: adaptive sinks)."""
     from shared.procedural import VOCAB, recoloured, tokens
 
     from .stream import Stream, sigmas_for
@@ -127,7 +132,9 @@ def stream_edit(model, policy, inputs: list, controller, seed: int, sampler: dic
             s = controller(frames.double(), src[:, start - 1].double() if start else None).float()
             strengths.append(s.numpy())
             stream.next_chunk(text, source=frames, strength=s)
-    return stream.video().numpy(), np.stack(strengths, axis=1)
+    sinks = [c.frame[: c.length][c.pinned[: c.length]].unique() for c in stream.caches]
+    replaced = float(np.mean([(f >= len(f)).float().mean() if len(f) else 0.0 for f in sinks]))
+    return stream.video().numpy(), np.stack(strengths, axis=1), replaced
 
 
 def score_edit(video: np.ndarray, clip, ref) -> dict:
@@ -143,7 +150,7 @@ def score_edit(video: np.ndarray, clip, ref) -> dict:
 
 def run(args) -> dict:
     from shared.procedural import Reference
-    from shared.streaming import FrameSink
+    from shared.streaming import AdaptiveFrameSink, FrameSink
 
     from .tool import SHIPPED, load
 
@@ -159,21 +166,25 @@ def run(args) -> dict:
     # spends the same mean noise on every chunk (adaptation against the same amount of noise)
     matched = float(np.mean([controller_strengths(MotionController(scale), c, host.chunk).mean() for c in inputs.values()]))
     rows = {f"fixed:{s:g}": (lambda s=s: Fixed(s)) for s in args.fixed} | {"matched": lambda: Fixed(matched), "motion": lambda: MotionController(scale),
-                                                                          "motion_rolling": lambda: MotionController(scale)}
+                                                                          "motion_rolling": lambda: MotionController(scale),
+                                                                          "motion_adaptive": lambda: MotionController(scale)}
     # every row keeps 2 sink frames + a 7-frame window (generate's default; StreamDiffusionV2's rolling cache
-    # with sink tokens) except motion_rolling: a plain rolling window of the same 9 frames, no sink
+    # with sink tokens) except motion_rolling (a plain rolling window of the same 9 frames, no sink) and
+    # motion_adaptive (the same sinks, replaced when the stream moves away from them: the official threshold 0.2)
+    policies = {"motion_rolling": FrameSink(host.tokens_per_frame, sink_frames=0, window_frames=9),
+                "motion_adaptive": AdaptiveFrameSink(host.tokens_per_frame, sink_frames=2, window_frames=7, threshold=0.2)}
     sink = FrameSink(host.tokens_per_frame, sink_frames=2, window_frames=7)
-    rolling = FrameSink(host.tokens_per_frame, sink_frames=0, window_frames=9)
-    results = {row: {speed: {k: [] for k in ("position_error", "found", "edit", "seams", "strength")} for speed in args.speeds} for row in rows}
+    results = {row: {speed: {k: [] for k in ("position_error", "found", "edit", "seams", "strength", "sinks_replaced")} for speed in args.speeds} for row in rows}
     total, done = len(rows) * len(args.speeds) * len(args.seeds), 0
     for speed in args.speeds:
         for seed in args.seeds:
             for row, make in rows.items():
-                video, strengths = stream_edit(model, rolling if row == "motion_rolling" else sink, inputs[speed], make(), seed, sampler)
+                video, strengths, replaced = stream_edit(model, policies.get(row, sink), inputs[speed], make(), seed, sampler)
                 for i, clip in enumerate(inputs[speed]):
                     for k, v in score_edit(video[i], clip, ref).items():
                         results[row][speed][k].append(v)
                     results[row][speed]["strength"].append(float(strengths[i].mean()))
+                results[row][speed]["sinks_replaced"].append(replaced)
                 done += 1
                 print(f"\rlonglive v2v: {done}/{total} (speed {speed:g}, seed {seed}, {row})", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)

@@ -26,11 +26,11 @@ Conventions, stated once:
 from .attention import BACKENDS, AttentionResult, attend, choose_backend
 from .cache import CacheBudgetError, KVCache
 from .masks import BlockCausal, Causal, FrameWindow, MaskSpec, SinkWindow, SlidingWindow, Window3D, block_mask, dense_mask
-from .policies import Chain, DeepSink, FrameSink, Full, HeavyHitters, ParticipativeCompression, Ring, SinkWindowPolicy
+from .policies import AdaptiveFrameSink, Chain, DeepSink, FrameSink, Full, HeavyHitters, ParticipativeCompression, Ring, SinkWindowPolicy
 from .rope import Rope, Rope3D
 
 __all__ = [
     "BACKENDS", "AttentionResult", "attend", "choose_backend", "CacheBudgetError", "KVCache",
     "BlockCausal", "Causal", "FrameWindow", "MaskSpec", "SinkWindow", "SlidingWindow", "Window3D", "block_mask", "dense_mask",
-    "Chain", "DeepSink", "FrameSink", "Full", "HeavyHitters", "ParticipativeCompression", "Ring", "SinkWindowPolicy", "Rope", "Rope3D",
+    "AdaptiveFrameSink", "Chain", "DeepSink", "FrameSink", "Full", "HeavyHitters", "ParticipativeCompression", "Ring", "SinkWindowPolicy", "Rope", "Rope3D",
 ]

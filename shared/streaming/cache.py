@@ -91,6 +91,10 @@ class KVCache:
         device = self.pos.device
         new_pos = self.next_pos + torch.arange(m, device=device)
         new_frame = torch.div(new_pos, self.tokens_per_frame, rounding_mode="floor") if frame is None else frame.to(device)
+        new_pinned = self.policy.pinned(new_pos, new_frame)
+        if getattr(self.policy, "needs_content", False):  # adaptive sinks: the pins follow the keys and values
+            n = self.length
+            self.pinned[:n], new_pinned = self.policy.repin(self._meta(), self.k[:, :, :n], self.v[:, :, :n], k_new, v_new, new_frame)
         if self.ring:
             slots = self.policy.slots(new_pos, self.capacity)
         else:
@@ -115,7 +119,7 @@ class KVCache:
         self.v[:, :, slots] = v_new.to(self.v.dtype)
         self.pos[slots] = new_pos
         self.frame[slots] = new_frame
-        self.pinned[slots] = self.policy.pinned(new_pos, new_frame)
+        self.pinned[slots] = new_pinned
         self.score[slots] = 0.0
         self.next_pos += m
         return self.view(new_pos)

@@ -240,6 +240,58 @@ class DeepSink(FrameSink):
 
 
 @dataclass(frozen=True)
+class AdaptiveFrameSink(FrameSink):
+    """StreamDiffusionV2's adaptive sink (official ``causal_model.py``): a FrameSink whose sink frames
+    are replaced when the stream moves away from them. When a chunk is written, each sink frame's
+    similarity to it is the cosine between their token-mean keys, averaged with the same for values
+    (here also averaged over batch and heads: the cache's slots are shared by the batch); if the least
+    similar sink is below ``threshold``, it stops being a sink (and leaves with the window) and the
+    chunk's last frame becomes a sink in its place. The official code compares single-frame chunks;
+    a multi-frame chunk is compared through its tokens' mean. Sinks are then the pinned frames, not
+    the first ones; the choice depends on content, so there is no static mask.
+    ``KVCache.update`` calls ``repin`` before every write (``needs_content``)."""
+
+    threshold: float = 0.2
+    needs_content = True  # a class attribute: the cache passes keys and values to repin
+
+    def repin(self, meta: SlotMeta, k: torch.Tensor, v: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+              new_frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pins of the filled slots, pins of the new slots): ``k``/``v`` [B, H, S, D] are the filled
+        slots' keys and values, ``k_new``/``v_new`` [B, H, m, D] the chunk's."""
+        new_pins = torch.zeros(len(new_frame), dtype=torch.bool, device=new_frame.device)
+        sink_frames = torch.unique(meta.frame[meta.pinned])
+        if len(sink_frames) < self.sink_frames:  # the first frames fill the sink, as in FrameSink
+            return meta.pinned, new_frame < self.sink_frames
+        def mean_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1).mean(dim=(0, 1))
+        chunk_k, chunk_v = k_new.mean(dim=2), v_new.mean(dim=2)  # [B, H, D]
+        sims = torch.stack([(mean_cos(k[:, :, meta.frame == f].mean(dim=2), chunk_k) + mean_cos(v[:, :, meta.frame == f].mean(dim=2), chunk_v)) / 2
+                            for f in sink_frames])
+        if float(sims.min()) >= self.threshold:
+            return meta.pinned, new_pins
+        pinned = meta.pinned & (meta.frame != sink_frames[int(sims.argmin())])
+        return pinned, new_frame == new_frame.max()
+
+    def pinned(self, pos, frame):
+        return frame < self.sink_frames
+
+    def _keep_frames(self, meta) -> torch.Tensor:
+        frames = torch.unique(meta.frame)
+        sinks = torch.unique(meta.frame[meta.pinned])
+        others = frames[~torch.isin(frames, sinks)]
+        recent = others[max(0, len(others) - (self.window_frames - 1)) :]
+        return torch.cat([sinks, recent])
+
+    def mask(self):
+        raise NotImplementedError("adaptive sinks depend on the keys and values; there is no static mask")
+
+    def attention_mask(self) -> masks.MaskSpec:
+        """Over what the selection kept: full inside a frame, causal across frames (FrameSink's mask
+        without its window and sink terms, which the selection has already applied)."""
+        return masks.FrameWindow(self.tokens_per_frame, window_frames=2**62)
+
+
+@dataclass(frozen=True)
 class ParticipativeCompression(Policy):
     """Deep Forcing's participative compression: when the cache is over ``budget_frames``, keep the
     sink frames, the ``recent_frames`` newest frames, and the candidate frames that received the

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from shared.streaming import (
+    AdaptiveFrameSink,
     CacheBudgetError,
     Chain,
     DeepSink,
@@ -363,3 +364,55 @@ def test_peek_sees_what_update_would_and_writes_nothing(policy):
         order = torch.argsort(written.kv_pos[filled])
         assert torch.equal(seen.kv_pos, written.kv_pos[filled][order]) and torch.equal(seen.q_pos, written.q_pos)
         assert torch.equal(seen.k, written.k[:, :, filled][:, :, order]) and torch.equal(seen.v, written.v[:, :, filled][:, :, order])
+
+
+def test_adaptive_sink_replaces_the_least_similar_sink_by_the_new_frame():
+    """StreamDiffusionV2's adaptive sink, one token per frame: sinks e1, e2; a frame near e1 is
+    below 0.2 cosine to e2, so frame 1 stops being a sink and the new frame takes its place; the next
+    similar frame replaces nothing; the unpinned sink leaves with the window."""
+    policy = AdaptiveFrameSink(tokens_per_frame=1, sink_frames=2, window_frames=2, threshold=0.2)
+    cache = KVCache(policy, batch=1, kv_heads=1, head_dim=2, max_chunk=1, dtype=torch.float64)
+    key = lambda x, y: torch.tensor([x, y], dtype=torch.float64).view(1, 1, 1, 2)  # noqa: E731
+    for x, y in ((1, 0), (0, 1)):
+        cache.update(key(x, y), key(x, y))
+    assert cache.pinned[: cache.length].tolist() == [True, True]
+    cache.update(key(1, 0.05), key(1, 0.05))  # cos to frame 0: 0.999, to frame 1: 0.05
+    assert dict(zip(cache.frame[: cache.length].tolist(), cache.pinned[: cache.length].tolist())) == {0: True, 1: False, 2: True}
+    cache.update(key(1, 0.1), key(1, 0.1))  # similar to both sinks: no change; frame 1 is still the window's newest other frame
+    assert dict(zip(cache.frame[: cache.length].tolist(), cache.pinned[: cache.length].tolist())) == {0: True, 1: False, 2: True, 3: False}
+    cache.update(key(-1, 0.02), key(-1, 0.02))  # opposite to both: the least similar of the two goes
+    sims = {0: -1.0, 2: float(torch.nn.functional.cosine_similarity(torch.tensor([1, 0.05]), torch.tensor([-1, 0.02]), dim=0))}
+    survivor = max(sims, key=sims.get)
+    assert dict(zip(cache.frame[: cache.length].tolist(), cache.pinned[: cache.length].tolist())) == {survivor: True, 3: False, 4: True}
+    mixed = KVCache(policy, batch=1, kv_heads=1, head_dim=2, max_chunk=1, dtype=torch.float64)
+    for x, y in ((1, 0), (0, 1)):
+        mixed.update(key(x, y), key(x, y))
+    mixed.update(key(1, 0.05), key(0.05, 1))  # keys like sink 0, values like sink 1: both average about 0.52, no replacement
+    assert mixed.pinned[: mixed.length].tolist() == [True, True, False]
+    two = KVCache(policy, batch=1, kv_heads=1, head_dim=2, max_chunk=2, dtype=torch.float64)
+    two.update(torch.cat([key(1, 0), key(0, 1)], 2), torch.cat([key(1, 0), key(0, 1)], 2))
+    two.update(torch.cat([key(1, 0.1), key(1, 0)], 2), torch.cat([key(1, 0.1), key(1, 0)], 2))  # a 2-frame chunk: its mean decides, its last frame pins
+    assert dict(zip(two.frame[: two.length].tolist(), two.pinned[: two.length].tolist())) == {0: True, 1: False, 2: False, 3: True}
+
+
+def test_adaptive_sink_that_never_fires_is_a_frame_sink_and_streams_exactly():
+    """Threshold below any cosine: the same outputs as FrameSink; with a threshold that always fires,
+    every step's output equals attention over the original keys and values of exactly the kept
+    positions (the cache holds what it says it holds), in float64."""
+    q, k, v = qkv(36, seed=3)
+    never = AdaptiveFrameSink(tokens_per_frame=3, sink_frames=1, window_frames=3, threshold=-2.0)
+    got, _ = stream(never, q, k, v, 3)
+    assert torch.allclose(got, stream(FrameSink(3, 1, 3), q, k, v, 3)[0], atol=1e-12)
+    always = AdaptiveFrameSink(tokens_per_frame=3, sink_frames=1, window_frames=3, threshold=2.0)
+    cache = KVCache(always, batch=B, kv_heads=HKV, head_dim=D, max_chunk=3, dtype=torch.float64)
+    sinks = []
+    for s in range(0, 36, 3):
+        view = cache.update(k[:, :, s : s + 3], v[:, :, s : s + 3])
+        out = cache.attend_view(q[:, :, s : s + 3], view, ROPE, backend="reference")
+        kept, q_pos = view.kv_pos, view.q_pos
+        qr = ROPE.apply(q[:, :, s : s + 3], q_pos).unflatten(1, (HKV, H // HKV))  # query heads grouped by their key head
+        logits = qr @ ROPE.apply(k[:, :, kept], kept).unsqueeze(2).transpose(-1, -2) / D**0.5
+        logits = logits + torch.where(kept[None, :] // 3 <= q_pos[:, None] // 3, 0.0, float("-inf"))  # full inside a frame, causal across
+        assert torch.allclose(out, (torch.softmax(logits, dim=-1) @ v[:, :, kept].unsqueeze(2)).flatten(1, 2), atol=1e-12)
+        sinks.append(sorted(cache.frame[: cache.length][cache.pinned[: cache.length]].unique().tolist()))
+    assert sinks[0] == [0] and sinks[-1] == [11] and all(len(x) == 1 for x in sinks)  # the newest frame always takes the one sink

@@ -104,7 +104,7 @@ def test_the_tool_writes_its_rows_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "v2v.json"
     assert main(["--clips", "2", "--seeds", "0", "--speeds", "2", "--frames", "12", "--fixed", "0.7", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["rows"]) == {"fixed:0.7", "matched", "motion", "motion_rolling"} and result["motion_scale"] > 0
+    assert set(result["rows"]) == {"fixed:0.7", "matched", "motion", "motion_rolling", "motion_adaptive"} and result["motion_scale"] > 0
     assert result["provenance"]["command"][:4] == ["python", "-m", "experiments.longlive", "v2v"] and len(result["provenance"]["commit"]) == 40
     motion_mean = np.mean(result["rows"]["motion"]["2"]["strength"])
     assert result["matched_strength"] == pytest.approx(motion_mean) and result["rows"]["matched"]["2"]["strength"] == [pytest.approx(motion_mean)] * 2
