@@ -217,7 +217,9 @@ print("jerk px (pooled, not judged):", jerk)
 # Published copies live in `results/` (trainer.seed 0) and `results/seeds/seed<k>/`
 # (`streamlab reproduce streamdit --preset cpu trainer.seed=<k> trainer.threads=1
 # 'eval.rows=[fifo,streamdit_c1,streamdit_mixed,distilled,distilled_framesink]' eval.switch_rows=false`:
-# the rows these claims need); `STREAMDIT_SEED_RUNS=dir1:dir2` reads finished runs instead.
+# the rows these claims need; the published copies keep only the rows' per-frame validity, what this
+# section reads, as the repository must stay small enough to travel to a lent GPU with its wheels);
+# `STREAMDIT_SEED_RUNS=dir1:dir2` reads finished runs instead.
 
 # %%
 import yaml
