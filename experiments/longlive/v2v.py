@@ -91,6 +91,12 @@ class Fixed:
         return torch.full((len(frames),), self.strength, dtype=frames.dtype)
 
 
+def chunks_of(video: torch.Tensor, chunk: int):
+    """(the chunk's input frames [b, chunk, ...], the frame before it or None), chunk by chunk."""
+    for i in range(0, video.shape[1], chunk):
+        yield video[:, i : i + chunk], (video[:, i - 1] if i else None)
+
+
 def make_inputs(data: dict, clips: int, speed: float, frames: int, seed: int) -> list:
     from shared.procedural import make_clip
 
@@ -102,14 +108,14 @@ def motion_scale(data: dict, chunk: int, clips: int = 64, frames: int = 32, seed
     """The 95th percentile of ``chunk_motion`` over chunks of clips at the training speed."""
     inputs = make_inputs(data, clips, float(data["speed"]), frames, seed)
     video = torch.from_numpy(np.stack([c.video for c in inputs])).double()
-    values = [chunk_motion(video[:, i : i + chunk], video[:, i - 1] if i else None) for i in range(0, frames, chunk)]
+    values = [chunk_motion(frames_, before) for frames_, before in chunks_of(video, chunk)]
     return float(np.percentile(torch.cat(values).numpy(), 95))
 
 
 def controller_strengths(controller, inputs: list, chunk: int) -> np.ndarray:
     """[clips, chunks]: the strengths a controller gives each chunk of these inputs."""
     src = torch.from_numpy(np.stack([c.video for c in inputs])).double()
-    return np.stack([controller(src[:, i : i + chunk], src[:, i - 1] if i else None).numpy() for i in range(0, src.shape[1], chunk)], axis=1)
+    return np.stack([controller(frames, before).numpy() for frames, before in chunks_of(src, chunk)], axis=1)
 
 
 def stream_edit(model, policy, inputs: list, controller, seed: int, sampler: dict) -> tuple[np.ndarray, np.ndarray, float]:
@@ -127,9 +133,8 @@ def stream_edit(model, policy, inputs: list, controller, seed: int, sampler: dic
                     sigmas=sigmas_for(tuple(sampler["steps"]), float(sampler["shift"])))
     strengths = []
     with torch.no_grad():
-        for start in range(0, src.shape[1], host.chunk):
-            frames = src[:, start : start + host.chunk]
-            s = controller(frames.double(), src[:, start - 1].double() if start else None).float()
+        for frames, before in chunks_of(src, host.chunk):
+            s = controller(frames.double(), None if before is None else before.double()).float()
             strengths.append(s.numpy())
             stream.next_chunk(text, source=frames, strength=s)
     sinks = [c.frame[: c.length][c.pinned[: c.length]].unique() for c in stream.caches]
