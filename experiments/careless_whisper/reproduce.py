@@ -31,7 +31,7 @@ from .encoder import Chunking
 from .lora import add_lora, lora_parameters
 from .metrics import emission_lags, loops, wer, word_emissions
 from .speech import load_audio, load_prompts, split
-from .train import fit_adapter, prepare
+from .train import fit_adapter, offline_encoder, prepare
 from .weights import load_whisper
 
 
@@ -279,7 +279,7 @@ def adapter_for(cfg, chunking: Chunking, vocab: Vocabulary, train_prompts, run: 
     streams = None if cfg.train.streams is None else {k: cfg.train.streams[k] for k in ("count", "max_prompts", "max_seconds")} | {
         "gap_s": [float(x) for x in cfg.train.streams.gap_s]}
     utterances = prepare(train_prompts, vocab, chunking, speeds=[float(x) for x in cfg.train.speeds], noise=noise, seed=int(cfg.train.seed),
-                         streams=streams)
+                         streams=streams, teacher=offline_encoder(model) if cfg.train.get("distill") else None)
     fraction = float(cfg.train.fraction.get(chunking.chunk_ms, 0.25))
     run.logger.log({"lora_parameters": lora_parameters(model), "train_utterances": len(utterances)}, scope=f"lora_{chunking.chunk_ms}ms")
     return fit_adapter(model, utterances, chunking, cfg.train, fraction, run.dir / "adapters" / f"{chunking.chunk_ms}ms",

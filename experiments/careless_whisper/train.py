@@ -11,6 +11,14 @@ every utterance is also prepared at the speeds in ``train.speeds`` (Kaldi-style 
 resampled, so tempo and pitch change together; aligned times scale with it) and each epoch draws
 one speed per utterance; the learning rate warms up over ``train.warmup`` steps and then follows a
 cosine to zero over the whole run.
+
+``train.distill`` (off by default) adds a second, transcript-free teacher: the offline encoder (the
+same weights with the LoRA switched off, on the whole utterance as offline Whisper sees it). At every
+trained chunk end the causal encoder's outputs for the frames heard so far are pulled toward the
+offline encoder's outputs for the same frames (mean squared error, times the weight). The offline
+encoder was trained on 680k hours of many voices; the aim is that the adapters learn to make the
+causal encoder produce what the stock decoder already reads, rather than features fitted to the
+one training speaker.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class Utterance:
     seq: TokenSequence
     duration: float
     speed: float = 1.0
+    teacher: torch.Tensor | None = None  # [frames, d] the offline encoder's outputs (train.distill), float16
 
 
 def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
@@ -62,15 +71,36 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.
     return (audio + rng.standard_normal(len(audio)) * np.sqrt(power / 10 ** (snr_db / 10))).astype(np.float32)
 
 
+def offline_encoder(model):
+    """audio (16 kHz, at most 30 s) -> [frames, d] the offline encoder's outputs, float16 on the CPU:
+    the stock model (a peft model's adapters switched off) on offline Whisper's padded features; the
+    teacher of ``train.distill``. Only the frames of the audio itself are kept (20 ms each)."""
+    from contextlib import nullcontext
+
+    from .baselines import features
+
+    whisper = base_model(model)
+
+    @torch.no_grad()
+    def teacher(audio: np.ndarray) -> torch.Tensor:
+        with model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext():
+            encoded = whisper.model.encoder(features(audio).to(model_device(model))).last_hidden_state[0]
+        return encoded[: min(len(encoded), math.ceil(len(audio) / (FRAME_SECONDS * SAMPLE_RATE)))].to("cpu", torch.float16)
+
+    return teacher
+
+
 def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=print, noise=None, seed: int = 0,
-            streams=None) -> list[list[Utterance]]:
+            streams=None, teacher=None) -> list[list[Utterance]]:
     """Audio -> streamed mel, transcript -> aligned token targets, one variant per speed; prompts
     the aligner cannot align are skipped (and counted). ``noise`` ({p, snr_db: [lo, hi]}): each
     variant gets white noise with probability p, at an SNR drawn uniformly in [lo, hi] dB.
     ``streams`` ({count, max_prompts, max_seconds, gap_s: [lo, hi]}): also ``count`` training
     streams of 2 to ``max_prompts`` random prompts back to back (at most ``max_seconds``, pauses
     drawn in ``gap_s``, one speed per stream), so the model learns to go on after a finished
-    sentence and to stay out of loops over tens of seconds, which single prompts never show it."""
+    sentence and to stay out of loops over tens of seconds, which single prompts never show it.
+    ``teacher`` (``offline_encoder(model)``): each variant also keeps the offline encoder's outputs on
+    the same audio, silence tail included (``train.distill``)."""
     rng = np.random.default_rng(seed)
     piece = SAMPLE_RATE * chunking.chunk_ms // 1000
 
@@ -81,7 +111,8 @@ def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=p
         padded = np.concatenate([faster, np.zeros(int(TAIL_SECONDS * SAMPLE_RATE), np.float32)])
         timed = [Word(w.text, w.start / speed, w.end / speed) for w in words]
         seq = TokenSequence.build(vocab.tokenizer, timed, vocab.start, vocab.eot)
-        return Utterance(name, streamed_mel(padded, piece), seq, len(faster) / SAMPLE_RATE, speed)
+        return Utterance(name, streamed_mel(padded, piece), seq, len(faster) / SAMPLE_RATE, speed,
+                         teacher(padded) if teacher is not None else None)
 
     out, skipped, aligned = [], [], []
     for p in progress(prompts, desc="aligning training prompts"):
@@ -112,14 +143,23 @@ def prepare(prompts, vocab: Vocabulary, chunking: Chunking, speeds=(1.0,), log=p
     return out
 
 
-def chunk_loss(model, utt: Utterance, chunking: Chunking, n_frames: int) -> torch.Tensor:
+def chunk_loss(model, utt: Utterance, chunking: Chunking, n_frames: int, distill: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on the labels available at this chunk end; with ``distill`` > 0, plus that
+    weight times the mean squared distance of the causal encoder's outputs to the offline
+    encoder's (``utt.teacher``) over the frames heard so far."""
     whisper = base_model(model)
     device = model_device(model)  # utterances are prepared (and kept) on the CPU
     enc = encode_prefix(whisper.model.encoder, utt.mel[None, :, : 2 * n_frames + 1].to(device), n_frames, chunking)
     hidden = whisper.model.decoder(input_ids=utt.seq.input_ids[None].to(device), encoder_hidden_states=enc).last_hidden_state
     logits = whisper.proj_out(hidden)[0]
     labels = utt.seq.labels_at(n_frames * FRAME_SECONDS).to(device)
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    if distill:
+        if utt.teacher is None:
+            raise ValueError(f"train.distill={distill} needs the offline encoder's outputs: prepare(..., teacher=offline_encoder(model))")
+        target = utt.teacher[:n_frames].to(device, enc.dtype)
+        loss = loss + distill * F.mse_loss(enc[0, : len(target)], target)
+    return loss
 
 
 def candidate_frames(utt: Utterance, chunking: Chunking) -> list[int]:
@@ -174,7 +214,7 @@ def fit_adapter(model, utterances: list[list[Utterance]], chunking: Chunking, cf
     bar = progress(total=int(cfg_train.epochs) * len(utterances), initial=start * len(utterances), desc=f"LoRA {chunking.chunk_ms} ms")
     for epoch in range(start, int(cfg_train.epochs)):
         rng = np.random.default_rng([int(cfg_train.seed), epoch])
-        losses = train_epoch(model, optimizer, schedule, utterances, chunking, fraction, rng, bar)
+        losses = train_epoch(model, optimizer, schedule, utterances, chunking, fraction, rng, bar, float(cfg_train.get("distill") or 0))
         atomic_torch_save(state_path, {"lora": [p.detach().clone() for p in trainable], "optimizer": optimizer.state_dict(),
                                        "schedule": schedule.state_dict(), "epoch": epoch + 1})
         if log is not None:
@@ -187,7 +227,7 @@ def fit_adapter(model, utterances: list[list[Utterance]], chunking: Chunking, cf
 
 
 def train_epoch(model, optimizer, schedule, utterances: list[list[Utterance]], chunking: Chunking, fraction: float,
-                rng: np.random.Generator, progress=None) -> list[float]:
+                rng: np.random.Generator, progress=None, distill: float = 0.0) -> list[float]:
     """One pass over the utterances in random order, each at a randomly drawn speed."""
     losses = []
     model.train()
@@ -196,7 +236,7 @@ def train_epoch(model, optimizer, schedule, utterances: list[list[Utterance]], c
         utt = variants[rng.integers(len(variants))]
         frames = candidate_frames(utt, chunking)
         for k in sample_chunk_steps(len(frames), fraction, rng):
-            loss = chunk_loss(model, utt, chunking, frames[k])
+            loss = chunk_loss(model, utt, chunking, frames[k], distill)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -125,3 +125,54 @@ def test_training_streams_put_prompts_back_to_back_with_their_aligned_times_shif
         assert (ends[1:] >= ends[:-1]).all() and float(ends[-1]) <= utt.duration
         assert float(ends[-1]) > utt.duration - durations[names[-1]]
         assert utt.mel.shape[1] >= (utt.duration + 1.0) * 100 - 2  # the 1 s tail is there too
+
+
+def test_distillation_pulls_the_causal_encoder_toward_the_stock_offline_encoder():
+    """``train.distill``: the teacher is the stock encoder (LoRA off) on offline Whisper's features
+    of the whole utterance, one output per 20 ms of audio; the loss adds weight x the mean squared
+    distance over the frames heard at this chunk end, and only the encoder receives its gradient."""
+    import torch
+
+    from ..baselines import features
+    from ..decode import Vocabulary
+    from ..encoder import Chunking, encode_prefix
+    from ..lora import add_lora
+    from ..speech import load_prompts
+    from ..train import TAIL_SECONDS, candidate_frames, chunk_loss, load_audio, offline_encoder, prepare
+    from ..weights import load_whisper
+
+    stock, data_dir = load_whisper("tiny.en")
+    model = add_lora(load_whisper("tiny.en")[0], 4)
+    with torch.no_grad():  # adapters that change every adapted layer, as after training
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    prompt = next(p for p in load_prompts() if p.name == "vm-goodbye")
+    chunking = Chunking(300)
+    utt = prepare([prompt], Vocabulary(data_dir), chunking, teacher=offline_encoder(model), log=lambda m: None)[0][0]
+    audio_frames = int(np.ceil((utt.duration + 1.0) * 50))  # the utterance and its 1 s silence tail, 20 ms per frame
+    assert utt.teacher.dtype == torch.float16 and abs(len(utt.teacher) - audio_frames) <= 1
+    with torch.no_grad():
+        padded = np.concatenate([load_audio(prompt.path), np.zeros(int(TAIL_SECONDS * 16000), np.float32)])
+        expected = stock.model.encoder(features(padded)).last_hidden_state[0, : len(utt.teacher)]
+    torch.testing.assert_close(utt.teacher.float(), expected, atol=2e-2, rtol=1e-2)  # float16 storage
+
+    n = candidate_frames(utt, chunking)[2]
+    model.train()
+    losses, grads = {}, {}
+    for weight in (0.0, 2.5):
+        model.zero_grad()
+        loss = chunk_loss(model, utt, chunking, n, distill=weight)
+        loss.backward()
+        losses[weight] = float(loss.detach())
+        grads[weight] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    with torch.no_grad():
+        enc = encode_prefix(model.base_model.model.model.encoder, utt.mel[None, :, : 2 * n + 1], n, chunking)[0].double()
+        distance = float((enc - utt.teacher[:n].double()).pow(2).mean())
+    assert losses[2.5] - losses[0.0] == pytest.approx(2.5 * distance, rel=1e-4)
+    assert distance > 0.05  # the causal encoder is not already the offline one: the term has work to do
+    for name in grads[0.0]:
+        same = torch.equal(grads[0.0][name], grads[2.5][name])
+        assert same == (".decoder." in name), name  # the encoder's adapters get the pull, the decoder's do not
+    with pytest.raises(ValueError, match="offline encoder"):
+        chunk_loss(model, prepare([prompt], Vocabulary(data_dir), chunking, log=lambda m: None)[0][0], chunking, n, distill=1.0)
