@@ -61,14 +61,36 @@ def test_alignment_of_a_real_prompt_is_ordered_and_inside_the_audio(asterisk):
 
     prompt = asterisk["auth-incorrect"]
     audio = load_audio(prompt.path)
-    words = align(audio, prompt.text)
+    words = align(audio, prompt.text, cache=False)  # the aligner itself, not a cached answer
     assert [w.text for w in words] == prompt.text.split()
     ends = [w.end for w in words]
     assert ends == sorted(ends) and 0 < ends[0] and ends[-1] <= len(audio) / 16000 + 0.02
     assert all(w.end > w.start for w in words)
     with pytest.raises(AlignmentError, match="dictionary"):
-        align(audio, "please unmute zzyzzyx")
+        align(audio, "please unmute zzyzzyx", cache=False)
     assert align_or_none(audio, "please unmute zzyzzyx") is None and align_or_none(audio, prompt.text) == words
+
+
+def test_cached_alignments_are_the_aligners_own_and_keyed_by_audio_and_text(asterisk, tmp_path, monkeypatch):
+    from .. import align as aligner
+    from ..speech import load_audio
+
+    monkeypatch.setenv("STREAMLAB_OUTPUTS", str(tmp_path))
+    audio = load_audio(asterisk["auth-incorrect"].path)
+    text = asterisk["auth-incorrect"].text
+    fresh = align(audio, text, cache=False)
+    assert align(audio, text) == fresh and len(list((tmp_path / "cache" / "align").glob("*.json"))) == 1
+    with pytest.raises(AlignmentError, match="dictionary"):
+        align(audio, "please zzyzzyx")
+    calls = []
+    monkeypatch.setattr(aligner, "_align", lambda a, t: calls.append(t) or [aligner.Word("x", 0.0, 0.1)])
+    assert align(audio, text) == fresh and calls == []  # read back, not recomputed, times exact
+    with pytest.raises(AlignmentError, match="zzyzzyx"):  # failures are remembered with their message
+        align(audio, "please zzyzzyx")
+    louder = audio * np.float32(0.5)
+    align(louder, text)
+    align(audio, text.lower())
+    assert calls == [text, text.lower()]  # other samples or other text: a new key, the aligner runs
 
 
 @pytest.fixture(scope="module")
