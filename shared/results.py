@@ -73,3 +73,34 @@ def format_tables(df, specs: Mapping | None = None) -> str:
         preset = ", ".join(sorted(set(map(str, part["preset"]))))
         blocks.append(f"{title}  [preset {preset}]\n" + wide.to_string(float_format=format_value))
     return "\n\n".join(blocks)
+
+
+def across_seeds(differences: Mapping[int, Iterable[float]], margin: float = 0.0, min_seeds: int = 3) -> dict:
+    """A claim judged over training seeds. ``differences``: per training seed, the paired
+    differences (a - b, one per prompt/clip; the claim says positive) on the same prompts.
+
+    Per seed: the mean over prompts, its s.e. and the prompts' sd. Over seeds: the mean of the
+    seeds' means with the standard error of that mean **across seeds** (it holds the spread between
+    trainings, which the prompts' s.e. does not). Verdict: "met" when ``mean + margin`` exceeds
+    2 s.e., "contradicted" when it is below -2 s.e., else "not resolved"; with fewer than
+    ``min_seeds`` seeds always "not resolved". ``pooled``: mean and s.e. over every (prompt, seed)
+    pair, the prompts' noise alone (the power of the table, not a verdict)."""
+    import numpy as np
+
+    per_seed, pairs = {}, []
+    for seed, d in sorted(differences.items()):
+        d = np.asarray(d, dtype=np.float64)
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        per_seed[seed] = {"mean": float(d.mean()), "se": sd / math.sqrt(len(d)), "sd": sd, "n": len(d)}
+        pairs.append(d)
+    means = np.array([s["mean"] for s in per_seed.values()])
+    mean = float(means.mean()) if len(means) else math.nan
+    se = float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else math.nan
+    if len(means) < min_seeds:
+        verdict = f"not resolved (fewer than {min_seeds} seeds)"
+    else:
+        verdict = "met" if mean + margin > 2 * se else "contradicted" if mean + margin < -2 * se else "not resolved"
+    pooled = np.concatenate(pairs) if pairs else np.zeros(0)
+    return {"mean": mean, "se": se, "seeds": len(means), "margin": margin, "verdict": verdict, "per_seed": per_seed,
+            "pooled_mean": float(pooled.mean()) if len(pooled) else math.nan,
+            "pooled_se": float(pooled.std(ddof=1) / math.sqrt(len(pooled))) if len(pooled) > 1 else math.nan, "pairs": len(pooled)}

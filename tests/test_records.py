@@ -321,3 +321,27 @@ def test_paper_numbers_sit_beside_ours_per_row_and_metric():
     assert table.loc[("sink", "ppl"), "ours (StreamLab, cpu preset)"] == 13.8 and table.loc[("sink", "ppl"), "reference"] == 5.40
     assert table.loc[("sink", "ppl"), "reference setting"] == "Llama-2-13B, PG-19" and pd.isna(table.loc[("dense", "ms"), "reference"])
     assert pd.isna(table.loc[("optimum", "ppl"), "ours (StreamLab, cpu preset)"])
+
+
+def test_a_claim_over_seeds_uses_the_spread_between_trainings():
+    """Three seeds whose prompt-level differences are tight but whose means disagree: the pooled
+    s.e. is small, the across-seed s.e. is not, and the verdict follows the across-seed one."""
+    import numpy as np
+
+    from shared.results import across_seeds
+
+    rng = np.random.default_rng(5)
+    offsets = {0: 0.04, 1: -0.01, 2: 0.02}  # training-to-training spread
+    diffs = {s: o + 0.002 * rng.standard_normal(37) for s, o in offsets.items()}
+    out = across_seeds(diffs)
+    means = np.array([d.mean() for d in diffs.values()])
+    assert out["mean"] == pytest.approx(means.mean()) and out["seeds"] == 3 and out["pairs"] == 111
+    assert out["se"] == pytest.approx(means.std(ddof=1) / np.sqrt(3))
+    assert out["per_seed"][1]["se"] == pytest.approx(diffs[1].std(ddof=1) / np.sqrt(37))
+    pooled = np.concatenate(list(diffs.values()))
+    assert out["pooled_se"] == pytest.approx(pooled.std(ddof=1) / np.sqrt(111)) and out["pooled_se"] < out["se"] / 5
+    assert out["verdict"] == "not resolved"  # 0.0167 +- 0.0145: inside 2 s.e. though every prompt-level s.e. is tiny
+    assert across_seeds({s: d + 0.05 for s, d in diffs.items()})["verdict"] == "met"
+    assert across_seeds({s: d - 0.05 for s, d in diffs.items()})["verdict"] == "contradicted"
+    assert across_seeds({s: d - 0.05 for s, d in diffs.items()}, margin=0.1)["verdict"] == "met"  # within a margin
+    assert across_seeds({0: diffs[0] + 1, 1: diffs[1] + 1})["verdict"].startswith("not resolved (fewer than 3")

@@ -224,6 +224,8 @@ print("jerk px (pooled, not judged):", jerk)
 # %%
 import yaml
 
+from shared.results import across_seeds
+
 CLAIMS = [
     ("streamdit_mixed", "streamdit_c1", "validity", 0.0, "(paper, Table 3) mixed training beats chunk-size-1 training"),
     ("distilled", "streamdit_mixed", "validity", MARGIN, f"distilled student within {MARGIN} validity of its teacher"),
@@ -252,24 +254,14 @@ def diff_per_prompt(arr, a, b, what):
 
 over_seeds, per_seed = [], []
 for a, b, what, margin, claim in CLAIMS:
-    means, pairs = [], []
-    for seed, arr in sorted(by_seed.items()):
-        if f"{a}/per_frame_validity" not in arr or f"{b}/per_frame_validity" not in arr:
-            continue
-        d = diff_per_prompt(arr, a, b, what)
-        means.append(float(d.mean()))
-        pairs.append(d)
-        per_seed.append({"claim": claim, "seed": seed, "difference": f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f}",
-                         "prompt sd": round(float(d.std(ddof=1)), 4), "prompts": len(d)})
-    m = np.array(means)
-    se = float(m.std(ddof=1) / np.sqrt(len(m))) if len(m) > 1 else np.nan
-    verdict = ("not resolved (fewer than 3 seeds)" if len(m) < 3 else "met" if m.mean() + margin > 2 * se
-               else "contradicted" if m.mean() + margin < -2 * se else "not resolved")
-    pooled = np.concatenate(pairs) if pairs else np.zeros(0)
-    over_seeds.append({"claim": claim, "difference": f"{a} - {b}: {m.mean():+.4f} ± {se:.4f}" if len(m) else "",
-                       "seeds": len(m), "margin": margin, "verdict": verdict,
-                       "pooled over prompt x seed pairs": f"{pooled.mean():+.4f} ± {pooled.std(ddof=1) / np.sqrt(len(pooled)):.4f} ({len(pooled)})"
-                       if len(pooled) > 1 else ""})
+    scored = {seed: diff_per_prompt(arr, a, b, what) for seed, arr in sorted(by_seed.items())
+              if f"{a}/per_frame_validity" in arr and f"{b}/per_frame_validity" in arr}
+    c = across_seeds(scored, margin)
+    per_seed += [{"claim": claim, "seed": seed, "difference": f"{s['mean']:+.4f} ± {s['se']:.4f}", "prompt sd": round(s["sd"], 4),
+                  "prompts": s["n"]} for seed, s in c["per_seed"].items()]
+    over_seeds.append({"claim": claim, "difference": f"{a} - {b}: {c['mean']:+.4f} ± {c['se']:.4f}" if c["seeds"] else "",
+                       "seeds": c["seeds"], "margin": margin, "verdict": c["verdict"],
+                       "pooled over prompt x seed pairs": f"{c['pooled_mean']:+.4f} ± {c['pooled_se']:.4f} ({c['pairs']})" if c["pairs"] > 1 else ""})
 display(pd.DataFrame(per_seed))
 display(pd.DataFrame(over_seeds))
 
