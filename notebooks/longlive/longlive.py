@@ -119,6 +119,56 @@ for key in (k for k in arrays.files if k.startswith("claim/")):
 display(pd.DataFrame(claims))
 
 # %% [markdown]
+# ## The claims over training seeds
+# The same claims over several trainings of every model (`trainer.seed`), each scored on the same
+# held-out prompts and noise. Each claim is written so that the paper's direction is positive (drift
+# and frames to follow: baseline minus method; motion: method minus baseline). Per seed, the mean
+# paired difference over prompts with its s.e.; over seeds, the mean of the seeds' means with the
+# s.e. **across seeds** (it holds the training-to-training spread); "met" beyond 2 s.e. in the paper's
+# direction, "contradicted" beyond 2 s.e. against it, and no verdict with fewer than 3 seeds. The
+# last column pools every (prompt, seed) pair (the prompts' noise alone). Published copies: `results/`
+# (trainer.seed 0) and `results/seeds/seed<k>/`
+# (`streamlab reproduce longlive --preset cpu trainer.threads=1 trainer.seed=<k>`, about 40 minutes on
+# one thread); `LONGLIVE_SEED_RUNS=dir1:dir2` reads finished runs instead.
+
+# %%
+import yaml
+
+from shared.results import across_seeds
+
+SEED_CLAIMS = [  # (method, baseline, per-prompt array, sign, claim): sign * (method - baseline) > 0 is the paper's direction
+    ("self_forcing", "diffusion_forcing", "drift_per_prompt", -1, "self forcing drifts less than diffusion forcing"),
+    ("self_forcing", "teacher_forcing", "drift_per_prompt", -1, "self forcing drifts less than teacher forcing"),
+    ("sink_window", "short_window", "drift_per_prompt", -1, "(LongLive) a frame sink drifts less in the same window"),
+    ("sink_window_long_tuned", "sink_window", "drift_per_prompt", -1, "(LongLive) streaming long tuning drifts less"),
+    ("switch_recache", "switch_keep", "delays", -1, "(LongLive) re-cache follows a new prompt sooner than keep"),
+    ("switch_recache", "switch_clear", "delays", -1, "(LongLive) re-cache follows sooner than clearing the cache"),
+    ("deep_sink", "rolling", "drift_per_prompt", -1, "(Deep Forcing) a deep sink drifts less than a rolling window"),
+    ("deep_sink", "rolling", "dynamic_per_prompt", +1, "(Deep Forcing) a deep sink keeps more motion"),
+    ("deep_sink", "deep_sink_unaligned", "drift_per_prompt", -1, "(Deep Forcing) re-aligned sink positions drift less"),
+    ("compressed", "deep_sink", "drift_per_prompt", -1, "(Deep Forcing) participative compression drifts less at equal budget"),
+]
+seed_dirs = [Path(d) for d in os.environ["LONGLIVE_SEED_RUNS"].split(":")] if os.environ.get("LONGLIVE_SEED_RUNS") else \
+    sorted(Path("results/seeds").glob("seed*"))
+first = Path("results") if SMOKE else shown.dir  # a smoke run scores other prompts: the published cpu seeds only
+runs = [first] + [d for d in seed_dirs if (d / "arrays.npz").is_file() and d.resolve() != first.resolve()]
+configs = {d: yaml.safe_load((d / "config.yaml").read_text()) for d in runs}
+assert len({(c["eval"]["seed"], c["eval"]["prompts"]) for c in configs.values()}) == 1, "the runs scored different prompts"
+by_seed = {int(c["trainer"]["seed"]): np.load(d / "arrays.npz") for d, c in configs.items()}
+assert len(by_seed) == len(runs), "two of the runs share a training seed"
+over_seeds, per_seed = [], []
+for method, baseline, key, sign, claim in SEED_CLAIMS:
+    scored = {seed: sign * (arr[f"{method}/{key}"] - arr[f"{baseline}/{key}"]) for seed, arr in by_seed.items()
+              if f"{method}/{key}" in arr.files and f"{baseline}/{key}" in arr.files}
+    c = across_seeds(scored)
+    per_seed += [{"claim": claim, "seed": seed, "difference": f"{s['mean']:+.3f} ± {s['se']:.3f}", "prompts": s["n"]} for seed, s in c["per_seed"].items()]
+    over_seeds.append({"claim": claim, "metric": key.removesuffix("_per_prompt"), "difference (paper's direction +)": f"{c['mean']:+.3f} ± {c['se']:.3f}",
+                       "seeds": c["seeds"], "verdict": c["verdict"],
+                       "pooled over prompt x seed pairs": f"{c['pooled_mean']:+.3f} ± {c['pooled_se']:.3f} ({c['pairs']})"})
+display(pd.DataFrame(per_seed).pivot(index="claim", columns="seed", values="difference").loc[[c[-1] for c in SEED_CLAIMS]])
+display(pd.DataFrame(over_seeds))
+
+# %% [markdown]
 # ## StreamDiffusionV2: SLO-aware batching and the motion-aware noise controller
 # Both are tools on the shipped self-forcing student, published as JSON beside the run
 # (`python -m experiments.longlive serving --seeds 0 1 2 3 4 5 6 7 8 9 --out results/serving.json`,
