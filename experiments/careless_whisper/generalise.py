@@ -34,14 +34,24 @@ from shared.errors import StreamlabError
 ROWS = ("offline", "careless_whisper", "faster_whisper", "faster_whisper_la2")
 
 
-def test_sets(limit: int | None = None) -> dict[str, list[tuple[str, str, np.ndarray]]]:
-    """set -> [(name, reference, 16 kHz audio)]."""
+def telephone_band(audio: np.ndarray) -> np.ndarray:
+    """16 kHz audio through an 8 kHz channel (anti-aliased down and back up): nothing above 4 kHz
+    is left, as in the Asterisk prompts the adapters are trained on."""
+    from scipy.signal import resample_poly
+
+    return resample_poly(resample_poly(audio, 1, 2), 2, 1)[: len(audio)].astype(np.float32)
+
+
+def test_sets(limit: int | None = None, telephone: bool = False) -> dict[str, list[tuple[str, str, np.ndarray]]]:
+    """set -> [(name, reference, 16 kHz audio)]; ``telephone``: the other speakers band-limited
+    to the training prompts' band (``telephone_band``)."""
     from .other_speakers import load_recording_audio, load_recordings
     from .speech import load_audio, load_prompts, split
 
     _, test = split(load_prompts())
+    channel = telephone_band if telephone else (lambda a: a)
     return {"asterisk": [(p.name, p.text, load_audio(p.path)) for p in test[:limit]],
-            "other_speakers": [(r.name, r.text, load_recording_audio(r)) for r in load_recordings()[:limit]]}
+            "other_speakers": [(r.name, r.text, channel(load_recording_audio(r))) for r in load_recordings()[:limit]]}
 
 
 def score(files, transcripts, vocab, aligned, offline_errors=None) -> dict:
@@ -119,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut-at-chunk-ends", action="store_true",
                         help="push the audio in pieces ending at chunk ends (as before the look-ahead fix: each chunk decoded a chunk late), to measure the lag it cost")
     parser.add_argument("--no-long-form", action="store_true", help="skip the long-form streams")
+    parser.add_argument("--telephone", action="store_true",
+                        help="band-limit the other speakers to 4 kHz, the training prompts' band (does the wideband channel explain their errors?)")
     parser.add_argument("--out", type=Path, help="write the scores and hypotheses as JSON")
     args = parser.parse_args(argv)
     rows = args.rows.split(",")
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = Vocabulary(data_dir)
         streaming = load_adapter(base, "tiny.en", chunking.chunk_ms, args.adapter) if "careless_whisper" in rows else None
         stock, _ = load_whisper("tiny.en")
-        sets = test_sets(args.limit)
+        sets = test_sets(args.limit, args.telephone)
     except (StreamlabError, ValueError) as err:
         print(f"generalise: error: {err}", file=sys.stderr)
         return 2
@@ -139,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
            "careless_whisper": lambda a: transcribe_stream(streaming, vocab, a, chunking, piece_ms=chunking.chunk_ms if args.cut_at_chunk_ends else None),
            "faster_whisper": lambda a: faster_whisper_offline(fw, vocab, a),
            "faster_whisper_la2": lambda a: faster_whisper_la2(fw, vocab, a, args.la_chunk_ms)}
-    results = {"threads": torch.get_num_threads(), "chunk_ms": chunking.chunk_ms, "la_chunk_ms": args.la_chunk_ms, "adapter": str(args.adapter or "shipped")}
+    results = {"threads": torch.get_num_threads(), "chunk_ms": chunking.chunk_ms, "la_chunk_ms": args.la_chunk_ms, "adapter": str(args.adapter or "shipped"),
+               "telephone": args.telephone}
     for set_name, files in sets.items():
         aligned = {name: align_or_none(audio, ref) for name, ref, audio in files}
         results[set_name] = {"references": [r for _, r, _ in files], "names": [n for n, *_ in files]}

@@ -1,6 +1,7 @@
 """The generalisation test set (real recordings of other speakers, from PyPI sdists) and the peer
 rows over faster-whisper: what a user would run instead."""
 
+import numpy as np
 import pytest
 
 EXPERIMENT = __package__.split(".")[1]  # the folder this test lives in: a fork tests itself
@@ -94,3 +95,31 @@ def test_two_minutes_of_other_speakers_in_one_stream_do_not_loop_and_memory_stay
     after_first_window = result["rss_mb_every_10s"][3:]
     assert max(after_first_window) - min(after_first_window) < 150
     assert result["wer"] < 80  # measured 51 %; a broken stream is far above
+
+
+def test_the_telephone_channel_keeps_speech_band_and_removes_what_lies_above_4_khz():
+    from ..generalise import telephone_band
+
+    t = np.arange(16000) / 16000
+    low, high = np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 5500 * t)
+    out = telephone_band((0.3 * low + 0.3 * high).astype(np.float32))
+    assert out.dtype == np.float32 and len(out) == 16000
+    spectrum = np.abs(np.fft.rfft(out[2000:14000] * np.hanning(12000)))
+    at = lambda hz: spectrum[int(hz * 12000 / 16000) - 3 : int(hz * 12000 / 16000) + 4].max()  # noqa: E731
+    assert at(1000) > 0.9 * np.abs(np.fft.rfft(0.3 * low[2000:14000] * np.hanning(12000))).max()  # kept
+    assert at(5500) < 1e-3 * at(1000)  # gone
+
+
+def test_generalise_telephone_flag_band_limits_the_other_speakers_only():
+    from ..generalise import test_sets
+
+    recordings()  # skips where the downloads are missing
+
+    def above_4k(a):
+        spectrum = np.abs(np.fft.rfft(a.astype(np.float64))) ** 2
+        return spectrum[int(4300 * len(a) / 16000):].sum() / spectrum.sum()
+
+    wide, narrow = test_sets(limit=2), test_sets(limit=2, telephone=True)
+    for (_, _, a), (_, _, b) in zip(wide["other_speakers"], narrow["other_speakers"]):
+        assert above_4k(a) > 1e-3 and above_4k(b) < above_4k(a) / 30 and len(a) == len(b)
+    assert all(np.array_equal(a, b) for (_, _, a), (_, _, b) in zip(wide["asterisk"], narrow["asterisk"]))
