@@ -215,6 +215,45 @@ if crf_dir.is_dir():
     crf_arrays = np.load(crf_dir / "arrays.npz")
     display(pd.DataFrame([c for c in (claim(*x, arr=crf_arrays, where=crf_settings, scored=crf_rows) for x in CLAIMS) if c is not None]))
 
+# %% [markdown]
+# ## Where do k small models beat one? A model size x k sweep
+# The paper's central claim (k models, one per difficulty chunk, beat one model given the same
+# total compute) fails above at the cpu preset's size. Here the model's width (features per block,
+# 2 blocks; the general model that labels the patches has the same width) and k vary on carphone x2
+# (16 frames, 3 seeds, 300 steps per chunk model; `single_long` trains one model for k x 300 steps),
+# the rows `stdo` and `single_long` only. `python -m experiments.stdo sweep` collects the runs
+# (its docstring has the grid's commands) into `results/size_k_sweep.json`. Per point: the paired
+# difference stdo - single_long over the 3 seeds (mean ± s.e. over seeds), its verdict, and the
+# parameters one model has (STDO ships k of them).
+
+# %%
+import json
+
+sweep_file = Path("results/size_k_sweep.json")
+if sweep_file.is_file():
+    import matplotlib.pyplot as plt
+
+    sweep = json.loads(sweep_file.read_text())
+    records = []
+    for point in sweep["points"]:
+        for setting, by_seed in point["psnr"].items():
+            d = np.array([v["stdo"] - v["single_long"] for v in by_seed.values()])
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            records.append({"features": point["features"], "k": point["k"], "setting": setting, "params (one model)": point["params_one_model"],
+                            "single_long": np.mean([v["single_long"] for v in by_seed.values()]), "stdo": np.mean([v["stdo"] for v in by_seed.values()]),
+                            "stdo - single_long (dB)": d.mean(), "s.e.": se, "seeds": len(d),
+                            "verdict": "met" if d.mean() > 2 * se else "contradicted" if d.mean() < -2 * se else "not resolved"})
+    points = pd.DataFrame(records)
+    display(points.round(3))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for k, group in points.groupby("k"):
+        ax.errorbar(group["params (one model)"], group["stdo - single_long (dB)"], yerr=2 * group["s.e."], marker="o", capsize=3, label=f"k = {k}")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set(xscale="log", xlabel="parameters of one model", ylabel="stdo - single_long (dB, ± 2 s.e.)", title="carphone x2: k models vs one at equal compute")
+    ax.legend()
+    fig.tight_layout()
+    plt.show()
+
 # %%
 if PUBLISH:
     print("published to", publish(shown.run, Path("results"), extras=["arrays.npz"]))
