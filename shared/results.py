@@ -75,6 +75,17 @@ def format_tables(df, specs: Mapping | None = None) -> str:
     return "\n\n".join(blocks)
 
 
+def mean_se(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample sd / sqrt n); the s.e. is NaN for fewer than two values.
+    For a paired claim pass the differences (a - b on the same prompts, clips or seeds)."""
+    import numpy as np
+
+    x = np.asarray(list(values), dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+
+
 def across_seeds(differences: Mapping[int, Iterable[float]], margin: float = 0.0, min_seeds: int = 3) -> dict:
     """A claim judged over training seeds. ``differences``: per training seed, the paired
     differences (a - b, one per prompt/clip; the claim says positive) on the same prompts.

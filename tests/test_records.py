@@ -323,6 +323,19 @@ def test_paper_numbers_sit_beside_ours_per_row_and_metric():
     assert pd.isna(table.loc[("optimum", "ppl"), "ours (StreamLab, cpu preset)"])
 
 
+def test_mean_se_is_the_sample_sd_over_root_n():
+    import math
+
+    from shared.results import mean_se
+
+    mean, se = mean_se([1.0, 2.0, 4.0, 7.0])  # deviations -2.5 -1.5 0.5 3.5: sum of squares 21, / 3 = 7
+    assert mean == 3.5 and se == pytest.approx(math.sqrt(7) / 2, rel=1e-12)
+    assert mean_se(x for x in (2.0, 4.0)) == (3.0, pytest.approx(1.0))
+    one = mean_se([5.0])
+    assert one[0] == 5.0 and math.isnan(one[1])
+    assert all(math.isnan(v) for v in mean_se([]))
+
+
 def test_a_claim_over_seeds_uses_the_spread_between_trainings():
     """Three seeds whose prompt-level differences are tight but whose means disagree: the pooled
     s.e. is small, the across-seed s.e. is not, and the verdict follows the across-seed one."""

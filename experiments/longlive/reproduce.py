@@ -25,6 +25,7 @@ from shared.errors import ConfigError
 from shared.io import atomic_path
 from shared.procedural import VOCAB, Reference, boundary_jump, frame_jump, frame_validity, frames_to_follow, make_clip, recoloured, score_video, tokens
 from shared.procedural.figures import figure_drift, figure_strip
+from shared.results import mean_se
 from shared.runs import Run
 from shared.runtime import resolve_device
 from shared.streaming import DeepSink, FrameSink, ParticipativeCompression
@@ -173,8 +174,7 @@ def _evaluate_switch(method, model, cfg, ref: Reference, device: str) -> dict:
 
 def paired(results: dict, row: str, against: str, key: str) -> tuple[float, float]:
     """Mean and standard error over prompts of row minus ``against`` on a per-prompt array."""
-    diff = results[row][key] - results[against][key]
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return mean_se(results[row][key] - results[against][key])
 
 
 def reproduce(cfg, run: Run) -> None:

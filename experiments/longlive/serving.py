@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import ConfigError, StreamlabError
+from shared.results import mean_se
 
 USAGE_ERROR = 2
 
@@ -149,8 +150,7 @@ def measure_latency(sizes=(1, 2, 4, 8), chunks: int = 12) -> tuple[Latency, dict
 
 def paired(results: dict, a: str, b: str, key: str) -> tuple[float, float]:
     """Mean and standard error over seeds of a - b (same arrivals)."""
-    diff = np.array(results[a][key]) - np.array(results[b][key])
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return mean_se(np.array(results[a][key]) - np.array(results[b][key]))
 
 
 def run(args) -> dict:

@@ -51,6 +51,7 @@ import torch
 import yaml
 
 from shared.errors import ConfigError, StreamlabError
+from shared.results import mean_se
 
 USAGE_ERROR = 2
 CONFIG = Path(__file__).resolve().parent / "conf" / "config.yaml"
@@ -201,8 +202,7 @@ def paired(result: dict, row: str, other: str, speed: str | None, key: str) -> t
     """Mean and standard error of row - other over the (clip, seed) pairs at one speed (None: every speed)."""
     speeds = list(result["rows"][row]) if speed is None else [speed]
     d = np.concatenate([np.array(result["rows"][row][v][key]) - np.array(result["rows"][other][v][key]) for v in speeds])
-    d = d[np.isfinite(d)]
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    return mean_se(d[np.isfinite(d)])
 
 
 def main(argv=None) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import DataError
+from shared.results import mean_se
 
 BASELINES = ("float_gated", "retrain")
 ABLATIONS = ("no_gate", "no_mask", "no_quant", "no_quant_scale")
@@ -41,11 +42,6 @@ def load_run(directory: Path) -> dict:
     with open(results, newline="") as f:
         values = {(r["row"], r["metric"]): float(r["value"]) for r in csv.DictReader(f)}
     return {"run": directory.name, "overrides": meta.get("overrides", []), "sha": meta["git"]["sha"], "dirty": meta["git"]["dirty"], "values": values}
-
-
-def mean_se(x) -> tuple[float, float]:
-    x = np.asarray(x, dtype=np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def claims(runs: list[dict]) -> dict:
