@@ -61,6 +61,18 @@ def test_per_chunk_strengths_ride_with_their_chunk():
     assert (fixed.video() - batch.video()).abs().max() > 1e-3
     with pytest.raises(ValueError, match="strength"):
         batch.push(TEXT, srcs[0], torch.tensor([0.6, 0.9], dtype=torch.float64))  # not above the second level
+    # each viewer's strength is its own: viewer i at (0.72, 0.9) is the run with every viewer at viewer i's
+    per_viewer, _ = run_batch(model, LEVELS, srcs, [torch.tensor([0.72, 0.9], dtype=torch.float64)] * 5)
+    for i, s in enumerate((0.72, 0.9)):
+        alone, _ = run_batch(model, [s, *LEVELS[1:]], srcs)
+        assert torch.allclose(per_viewer.video()[i], alone.video()[i], atol=1e-12, rtol=0)
+
+
+def test_a_chunk_enters_as_its_source_noised_to_the_first_level():
+    """x = (1 - s) source + s noise: at tiny levels the emitted chunks are the source frames."""
+    model, srcs = trained_looking(7), sources(4, seed=9)
+    batch, _ = run_batch(model, [2e-4, 1e-4], srcs)
+    assert (batch.video() - torch.cat(srcs, dim=1)).abs().max() < 5e-3
 
 
 @pytest.mark.parametrize("make_policy", [lambda: Full(10_000), policy], ids=["full", "sink_window"])
