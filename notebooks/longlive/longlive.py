@@ -216,6 +216,40 @@ if v2v_file.is_file():
     plt.show()
 
 # %% [markdown]
+# ## StreamDiffusionV2: the stream batch
+# `python -m experiments.longlive stream_batch` (published as `results/stream_batch.json`; the README
+# gives its commit). n rows = n denoising levels in flight, **one forward per chunk** over all rows,
+# each level with its own KV cache (no clean context pass), against the two sequential samplers on
+# the same clips and noise: `self_forcing` (the sampler the student was trained with: n steps plus a
+# context pass per chunk) and `levels` (n steps, per-level caches: the stream batch's own outputs,
+# equal in the run). Strength 0.8 = 2 levels (StreamDiffusionV2's default), 1.0 = text-to-video's 4
+# (there the input is not seen, so position error does not apply). Timings are one thread of a
+# shared 2-core CPU: read the ratios (paired over timing passes), not the milliseconds.
+
+# %%
+sb_file = Path("results/stream_batch.json")
+if sb_file.is_file():
+    sb = json.loads(sb_file.read_text())
+    keys = ("ms_per_frame", "latency_ms", "first_frame_ms", "position_error", "edit", "seams")
+    display(pd.DataFrame([{"strength/viewers": name, "sampler": row, **{k: float(np.nanmean(r[k])) for k in keys}}
+                          for name, s in sb["settings"].items() for row, r in s["rows"].items()]).set_index(["strength/viewers", "sampler"]).round(3))
+    display(pd.DataFrame([{"strength/viewers": name, "ratio": pair, "metric": k, "ratio mean": round(m, 3), "s.e.": round(se, 3),
+                           "verdict": verdict(m - 1, se)} for name, s in sb["settings"].items() for pair, c in s["ratios"].items() for k, (m, se) in c.items()]))
+    display(pd.DataFrame([{"strength/viewers": name, "stream_batch - self_forcing": k, "difference": round(m, 3), "s.e.": round(se, 3), "pairs": n,
+                           "verdict": verdict(m, se)} for name, s in sb["settings"].items() for k, (m, se, n) in s["paired"].items()]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    names = list(sb["settings"])
+    for j, row in enumerate(("self_forcing", "levels", "stream_batch")):
+        for ax, key in zip(axes, ("ms_per_frame", "latency_ms")):
+            ax.bar(np.arange(len(names)) + 0.27 * (j - 1), [np.mean(sb["settings"][n]["rows"][row][key]) for n in names], width=0.27, label=row)
+    for ax, label in zip(axes, ("ms per frame (throughput; lower is better)", "ms from a chunk's entry to its frames")):
+        ax.set_xticks(range(len(names)), [f"strength {n.split('/')[0]}, {n.split('/')[1]} viewer(s)" for n in names], fontsize=7)
+        ax.set_ylabel(label)
+    axes[0].legend()
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
 # ## Validity over the rollout and the first prompt's frames
 
 # %%
