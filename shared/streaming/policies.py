@@ -293,20 +293,26 @@ class AdaptiveFrameSink(FrameSink):
 
 @dataclass(frozen=True)
 class ParticipativeCompression(Policy):
-    """Deep Forcing's participative compression: when the cache is over ``budget_frames``, keep the
-    sink frames, the ``recent_frames`` newest frames, and the candidate frames that received the
-    most attention (``KVCache.attend`` accumulates it, or ``score_with``) up to the budget; frames stay whole."""
+    """Deep Forcing's participative compression: when the cache is over its budget
+    (``budget_frames`` frames' worth of tokens), keep the sink frames, the ``recent_frames`` newest
+    frames, and the candidates that received the most attention (``KVCache.attend`` accumulates it,
+    or ``score_with``) up to the budget. ``granularity="frame"`` keeps whole frames (a frame's mass
+    is its tokens' sum); ``"token"`` keeps single tokens, as the official code does (its cap on how
+    often one token may be re-chosen is not implemented), so a kept frame may be partial."""
 
     tokens_per_frame: int
     budget_frames: int
     recent_frames: int
     sink_frames: int = 0
     realign: bool = True  # Deep Forcing re-rotates the kept frames to contiguous positions
+    granularity: str = "frame"
     needs_scores = True  # a class attribute: KVCache.attend adds each step's attention mass to the slots' scores
 
     def __post_init__(self):
         if self.sink_frames + self.recent_frames > self.budget_frames:
             raise ValueError(f"sink_frames + recent_frames must fit in budget_frames: {self}")
+        if self.granularity not in ("frame", "token"):
+            raise ValueError(f"granularity must be 'frame' or 'token', got {self.granularity!r}")
 
     def rope_positions(self, kv_pos, q_pos, meta):
         """Kept frames renumbered contiguously in stream order (frame rank x tokens_per_frame +
@@ -328,6 +334,8 @@ class ParticipativeCompression(Policy):
         return frame < self.sink_frames
 
     def select(self, meta, incoming):
+        if self.granularity == "token":
+            return self._select_tokens(meta)
         frames, frame_of_slot = torch.unique(meta.frame, return_inverse=True)  # sorted frame ids
         if len(frames) <= self.budget_frames:
             return torch.arange(len(meta.pos), device=meta.pos.device)
@@ -341,6 +349,22 @@ class ParticipativeCompression(Policy):
         kept[chosen] = True
         kept[recent] = True
         return _sorted(torch.nonzero(kept[frame_of_slot]).flatten(), meta)
+
+    def _select_tokens(self, meta):
+        """Every token of the sink frames and of the ``recent_frames`` newest frames, then the other
+        tokens by attention mass (ties: the newer token) up to ``budget_frames`` x tokens_per_frame."""
+        device = meta.pos.device
+        if len(meta.pos) <= self.budget:
+            return torch.arange(len(meta.pos), device=device)
+        frames = torch.unique(meta.frame)
+        others = frames[frames >= self.sink_frames]
+        recent = others[len(others) - self.recent_frames :] if self.recent_frames else others[:0]
+        kept = (meta.frame < self.sink_frames) | torch.isin(meta.frame, recent)
+        candidates = torch.nonzero(~kept).flatten()
+        candidates = candidates[torch.argsort(meta.pos[candidates], descending=True)]  # newest first, so that ties go to the newer token
+        n_keep = self.budget - int(kept.sum())
+        kept[candidates[torch.argsort(meta.score[candidates].double(), descending=True, stable=True)[: max(0, n_keep)]]] = True
+        return _sorted(torch.nonzero(kept).flatten(), meta)
 
     def mask(self):
         raise NotImplementedError("participative compression depends on attention scores; it has no static mask")

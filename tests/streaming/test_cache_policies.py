@@ -159,6 +159,49 @@ def test_participative_compression_keeps_the_known_top_frames():
     assert torch.equal(keep, torch.sort(keep).values)
 
 
+def test_token_compression_keeps_sink_recent_and_the_top_scored_tokens():
+    """Token granularity: all tokens of the sink and recent frames, then the other tokens by score,
+    brute force here; indices in stream order; frames may be kept in part."""
+    policy = ParticipativeCompression(tokens_per_frame=3, budget_frames=4, recent_frames=1, sink_frames=1, granularity="token")
+    pos = torch.arange(21)  # frames 0..6, 3 tokens each
+    score = torch.rand(21, generator=torch.Generator().manual_seed(3)) * 0.1
+    score[[4, 5, 9, 10, 11]] = torch.tensor([5.0, 4.0, 3.0, 2.5, 2.0])
+    score[[7, 13]] = 1.0  # tied for the last of the six places: the newer token (13) takes it
+    keep = policy.select(SlotMeta(pos, pos // 3, pos < 3, score), incoming=3)
+    fixed = [0, 1, 2, 18, 19, 20]  # sink frame 0, recent frame 6
+    others = sorted((p for p in range(3, 18)), key=lambda p: (-float(score[p]), -p))[: 12 - len(fixed)]
+    assert pos[keep].tolist() == sorted(fixed + others) == [0, 1, 2, 4, 5, 9, 10, 11, 13, 18, 19, 20]
+    assert len(set((pos[keep] // 3).tolist())) > 4  # partial frames: more frames than the budget's four
+    assert policy.select(SlotMeta(pos[:12], pos[:12] // 3, pos[:12] < 3, score[:12]), incoming=3).tolist() == list(range(12))  # within budget
+    frame_level = ParticipativeCompression(tokens_per_frame=3, budget_frames=4, recent_frames=1, sink_frames=1)
+    assert len(frame_level.select(SlotMeta(pos, pos // 3, pos < 3, score), incoming=3)) == 12
+    with pytest.raises(ValueError, match="granularity"):
+        ParticipativeCompression(3, 4, 1, granularity="head")
+
+
+def test_token_compression_attends_at_contiguous_frame_positions():
+    """Kept tokens of partial frames keep their place inside the frame; frames renumber contiguously;
+    the cache's attention equals attention recomputed with keys rotated to those positions."""
+    policy = ParticipativeCompression(tokens_per_frame=2, budget_frames=4, recent_frames=1, sink_frames=1, granularity="token")
+    cache = KVCache(policy, batch=B, kv_heads=HKV, head_dim=D, max_chunk=2)
+    q, k, v = qkv(20, seed=12)
+    for s in range(0, 18, 2):
+        cache.update(k[:, :, s : s + 2], v[:, :, s : s + 2])
+        cache.score[: cache.length] += torch.rand(cache.length, generator=torch.Generator().manual_seed(s))
+    pos = cache.pos[: cache.length]
+    assert len(pos) == 10 and len(torch.unique(pos // 2)) > 5  # 8 kept + 2 new, some frames kept in part
+    out = cache.attend(q[:, :, 18:20], k[:, :, 18:20], v[:, :, 18:20], rope=ROPE, backend="reference")
+    pos = cache.pos[: cache.length]
+    frames = torch.unique(pos // 2)
+    contiguous = torch.tensor([frames.tolist().index(int(f)) for f in pos // 2]) * 2 + pos % 2
+    keys = ROPE.apply(cache.k[:, :, : cache.length].double(), contiguous)
+    queries = ROPE.apply(q[:, :, 18:20], contiguous[-2:])
+    causal = pos[None, :] <= pos[-2:, None]
+    scores = torch.einsum("bhqd,bhkd->bhqk", queries, keys.repeat_interleave(H // HKV, 1)) / D**0.5
+    want = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ cache.v[:, :, : cache.length].double().repeat_interleave(H // HKV, 1)
+    assert torch.allclose(out, want, atol=1e-10)
+
+
 def test_score_with_accumulates_one_unit_of_mass_per_query_row():
     policy = Chain(DeepSink(tokens_per_frame=2, sink_frames=1, window_frames=8), ParticipativeCompression(2, 5, 2, sink_frames=1))
     cache = KVCache(policy, batch=B, kv_heads=HKV, head_dim=D, max_chunk=2)
