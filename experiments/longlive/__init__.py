@@ -38,8 +38,8 @@ SPEC = ExperimentSpec(
             higher_is_better=False,
         ),
         "deep_forcing": Table(
-            title="Deep Forcing (training-free) on the self-forcing student at 12x its training length: rolling window, shallow sink, deep sink with and without RoPE re-alignment, participative compression at the deep sink's budget",
-            rows=("rolling", "shallow_sink", "deep_sink", "deep_sink_unaligned", "compressed"),
+            title="Deep Forcing (training-free) on the self-forcing student at 12x its training length: rolling window, shallow sink, deep sink with and without RoPE re-alignment, participative compression at the deep sink's budget (frames or tokens), the official code's sink gap",
+            rows=("rolling", "shallow_sink", "deep_sink", "deep_sink_unaligned", "compressed", "deep_sink_short", "deep_sink_gap", "compressed_tokens"),
             metrics=("validity_1x", "validity_5x", "validity_12x", "drift_12x", "dynamic_12x", "boundary_jump", "ms_per_frame", "ms_per_frame_last", "frames_seen"),
             headline="validity_12x",
             higher_is_better=True,

@@ -23,6 +23,7 @@ import torch
 
 from shared.errors import ConfigError
 from shared.io import atomic_path
+from shared.models_from import check_models_from, reuse_checkpoints
 from shared.procedural import VOCAB, Reference, boundary_jump, frame_jump, frame_validity, frames_to_follow, make_clip, recoloured, score_video, tokens
 from shared.procedural.figures import figure_drift, figure_strip
 from shared.results import mean_se
@@ -34,6 +35,13 @@ from .stream import Stream, sigmas_for
 from .train import host_config, train
 
 STUDENTS = ("teacher_forcing", "diffusion_forcing", "self_forcing", "long_tuned")
+# what a trained model depends on: ``models_from`` reuses a finished run's checkpoints only where these agree
+TRAINING_KEYS = ("horizon", "data", "model", "sampler", "train")
+
+
+def check_config(cfg) -> None:
+    """Before a run directory exists: ``models_from`` trained what this config would (settings, seed)."""
+    check_models_from(cfg, TRAINING_KEYS)
 
 
 def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, dict]:
@@ -43,10 +51,11 @@ def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, di
 
     log = lambda name: (lambda m, step: run.logger.log(m, step=step, scope=f"train/{name}"))  # noqa: E731
     t = cfg.train
-    teacher, summary = train(cfg, "teacher", int(t.teacher_steps), run.checkpoint_path("model_teacher"), log=log("teacher"), device=device)
-    models, summaries = {"teacher": teacher}, {"teacher": summary}
     if "long_tuned" in needed:
         needed = needed | {"self_forcing"}
+    reuse_checkpoints(cfg, {"teacher", *needed}, run)  # models_from: finished checkpoints, which train() resumes as done
+    teacher, summary = train(cfg, "teacher", int(t.teacher_steps), run.checkpoint_path("model_teacher"), log=log("teacher"), device=device)
+    models, summaries = {"teacher": teacher}, {"teacher": summary}
     for name in ("teacher_forcing", "diffusion_forcing", "self_forcing"):
         if name in needed:
             steps = int(t.sf_steps if name == "self_forcing" else t.student_steps)
@@ -83,7 +92,10 @@ def row_policy(method, host, horizon: int):
         if budget + host.chunk > horizon or sinks + recent > budget:
             raise ConfigError(f"method.policy: a compression budget of {budget} frames + chunk {host.chunk} must fit the horizon {horizon} "
                               f"and hold sink {sinks} + recent {recent}")
-        return ParticipativeCompression(host.tokens_per_frame, budget_frames=budget, recent_frames=recent, sink_frames=sinks)
+        granularity = str(method.policy.get("granularity", "frame"))
+        if granularity not in ("frame", "token"):
+            raise ConfigError(f"method.policy.granularity must be frame or token (got {granularity!r})")
+        return ParticipativeCompression(host.tokens_per_frame, budget_frames=budget, recent_frames=recent, sink_frames=sinks, granularity=granularity)
     gap = int(method.policy.get("gap_frames", 0)) if kind == "deep_sink" else 0
     seen = sinks + gap + window - 1 + host.chunk
     if seen > horizon or window < 1 or sinks < 0 or gap < 0:
@@ -211,7 +223,7 @@ def reproduce(cfg, run: Run) -> None:
             for other in (r for r in ("teacher_forcing", "diffusion_forcing") if r in results):
                 arrays[f"claim/self_forcing_minus_{other}/drift"] = np.array(paired(results, "self_forcing", other, "drift_per_prompt"))
         for row, other in (("sink_window", "short_window"), ("sink_window_long_tuned", "sink_window"), ("deep_sink", "rolling"), ("deep_sink", "shallow_sink"), ("deep_sink", "deep_sink_unaligned"),
-                           ("compressed", "deep_sink")):
+                           ("compressed", "deep_sink"), ("deep_sink_gap", "deep_sink_short"), ("compressed_tokens", "deep_sink"), ("compressed_tokens", "compressed")):
             if row in results and other in results:
                 arrays[f"claim/{row}_minus_{other}/drift"] = np.array(paired(results, row, other, "drift_per_prompt"))
         if "deep_sink" in results and "rolling" in results:

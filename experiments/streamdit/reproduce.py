@@ -9,16 +9,14 @@ sampler (conf/experiment/streamdit_<row>.yaml); every row's result is checkpoint
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from shared.errors import ConfigError
 from shared.io import atomic_path
+from shared.models_from import check_models_from, reuse_checkpoints
 from shared.procedural import VOCAB, Reference, aggregate, frame_jump, frame_validity, frames_to_follow, make_clip, recoloured, score_video, tokens
 from shared.procedural.figures import figure_drift, figure_strip
 from shared.progress import progress
@@ -39,37 +37,7 @@ def check_config(cfg) -> None:
     at, frames = int(cfg.eval.switch.at), int(cfg.eval.switch.frames)
     if not 0 < at < frames - 2:
         raise ConfigError(f"eval.switch.at {at} must leave frames before and after it in the {frames} frames of eval.switch.frames")
-    if not cfg.get("models_from"):
-        return
-    source = Path(str(cfg.models_from))
-    if not (source / "config.yaml").is_file():
-        raise ConfigError(f"models_from={source}: not a run directory (no config.yaml)")
-    mine, theirs = (OmegaConf.to_container(c, resolve=True) for c in (cfg, OmegaConf.load(source / "config.yaml")))
-    differ = [k for k in TRAINING_KEYS if not _agree(theirs.get(k), mine.get(k))]
-    if theirs["trainer"]["seed"] != mine["trainer"]["seed"]:
-        differ.append("trainer.seed")
-    if differ:
-        raise ConfigError(f"models_from={source} trained with other {', '.join(differ)}; run with that run's settings or train anew")
-
-
-def _agree(theirs, mine) -> bool:
-    """Equal settings; a setting the other run's code did not have yet (a key added since, such as a
-    new model's own options) is not a difference."""
-    if isinstance(theirs, dict) and isinstance(mine, dict):
-        return all(_agree(theirs[k], mine[k]) for k in theirs.keys() & mine.keys())
-    return theirs == mine
-
-
-def reuse_models(cfg, needed: set[str], run: Run) -> None:
-    """``models_from=<run dir>`` (checked by ``check_config``): copy that run's trained checkpoints into
-    this run, so new rows (the prompt switch, more prompts) are scored on the very models of a
-    published table; a model it lacks (or left unfinished) trains here from what it has."""
-    source = Path(str(cfg.models_from))
-    for name in needed:
-        src, dst = source / "checkpoints" / f"model_{name}.pt", run.checkpoint_path(f"model_{name}")
-        if src.is_file() and not dst.is_file():
-            with atomic_path(dst) as tmp:
-                shutil.copyfile(src, tmp)
+    check_models_from(cfg, TRAINING_KEYS)
 
 
 def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, dict]:
@@ -78,7 +46,7 @@ def train_models(cfg, needed: set[str], run: Run, device: str) -> tuple[dict, di
     if students:
         needed = needed | {"mixed"}
     if cfg.get("models_from"):
-        reuse_models(cfg, needed | {cfg.models[n].get("init") for n in needed if n in cfg.models and cfg.models[n].get("init")}, run)
+        reuse_checkpoints(cfg, needed | {cfg.models[n].get("init") for n in needed if n in cfg.models and cfg.models[n].get("init")}, run)
     models, summaries = {}, {}
     for name in cfg.models:  # in the config's order: a model's init comes before it
         if name not in needed:

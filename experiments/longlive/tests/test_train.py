@@ -203,3 +203,45 @@ def test_deep_sink_rows_take_the_official_one_chunk_gap_and_refuse_positions_wid
     assert reproduce.row_policy(OmegaConf.create({"policy": {"kind": "deep_sink", "sink_frames": 1, "window_frames": 2}}), host, horizon).gap_frames == 0
     with pytest.raises(ConfigError, match="sink 1 \\+ gap 2 \\+ window 1 - 1 \\+ chunk 2 = 5"):
         reproduce.row_policy(OmegaConf.create({"policy": {"kind": "deep_sink", "sink_frames": 1, "window_frames": 1, "gap_frames": 2}}), host, horizon)
+
+
+def test_models_from_scores_new_deep_forcing_rows_on_the_same_student_without_training(tmp_path):
+    """A finished run's checkpoints score rows it never had (the sink gap, token compression): the
+    student is the very same file, nothing trains again, a row both runs have scores identically;
+    a run trained with another seed is refused before any run directory exists."""
+    import csv
+    import json
+
+    from shared.errors import ConfigError
+    from shared.runner import reproduce
+
+    def results(run) -> dict:
+        with open(run.dir / "results.csv") as f:
+            return {(r["row"], r["metric"]): float(r["value"]) for r in csv.DictReader(f)}
+
+    first = reproduce("longlive", "smoke", ["eval.rows=[deep_sink]"], outputs=tmp_path / "a")
+    second = reproduce("longlive", "smoke", ["eval.rows=[deep_sink,deep_sink_gap,compressed_tokens]", f"models_from={first.dir}"], outputs=tmp_path / "b")
+    for name in ("teacher", "self_forcing"):
+        assert (second.dir / "checkpoints" / f"model_{name}.pt").read_bytes() == (first.dir / "checkpoints" / f"model_{name}.pt").read_bytes()
+    assert not any(json.loads(line)["scope"].startswith("train/") for line in open(second.dir / "metrics.jsonl"))
+    a, b = results(first), results(second)
+    for metric in ("validity_12x", "drift_12x", "boundary_jump"):  # the smoke host's validity is 0: the seam ratio carries the signal
+        assert b[("deep_sink", metric)] == a[("deep_sink", metric)]
+    assert b[("compressed_tokens", "boundary_jump")] != b[("deep_sink", "boundary_jump")] != b[("deep_sink_gap", "boundary_jump")]
+    with pytest.raises(ConfigError, match="trained with other.*trainer.seed"):
+        reproduce("longlive", "smoke", ["eval.rows=[deep_sink]", f"models_from={first.dir}", "trainer.seed=5"], outputs=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_compression_rows_choose_frame_or_token_granularity():
+    from shared.errors import ConfigError
+
+    from .. import reproduce
+
+    cfg = tiny_cfg()
+    host = host_config(cfg)
+    policy = {"kind": "compressed", "sink_frames": 1, "window_frames": 1, "budget_frames": 2, "recent_frames": 1}
+    assert reproduce.row_policy(OmegaConf.create({"policy": policy}), host, 4).granularity == "frame"
+    assert reproduce.row_policy(OmegaConf.create({"policy": {**policy, "granularity": "token"}}), host, 4).granularity == "token"
+    with pytest.raises(ConfigError, match="granularity"):
+        reproduce.row_policy(OmegaConf.create({"policy": {**policy, "granularity": "head"}}), host, 4)
