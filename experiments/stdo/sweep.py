@@ -10,7 +10,10 @@ scale, the cpu preset's seeds), then collect the runs into one JSON the notebook
     done; done
     python -m experiments.stdo sweep outputs/stdo_sweep/stdo --out notebooks/stdo/results/size_k_sweep.json
 
-Per run: features per block, k, parameters of one model, and per seed and setting the paper's
+The budget axis: the same command with ``train.steps=<n>`` (steps per chunk model; ``single_long``
+gets k x n), e.g. 1200 and 4800 at 4 features and k = 2.
+
+Per run: features per block, k, steps per model, parameters of one model, and per seed and setting the paper's
 PSNR of both rows (paired: same seed, clip, labels and patches). The general model that labels the
 patches has the swept size too (it is the preset's model), so each point's chunks come from its own
 labels.
@@ -57,7 +60,7 @@ def collect(run_dirs: list[Path]) -> dict:
         })
     if not points:
         raise StreamlabError(f"no completed runs among {len(run_dirs)} folders")
-    return {"rows": list(ROWS), "points": sorted(points, key=lambda p: (p["features"], p["k"]))}
+    return {"rows": list(ROWS), "points": sorted(points, key=lambda p: (p["features"], p["k"], p["steps_per_model"]))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out, result)
     for p in result["points"]:
         d = [v["stdo"] - v["single_long"] for s in p["psnr"].values() for v in s.values()]
-        print(f"{p['features']:3d} features, k = {p['k']}: stdo - single_long {np.mean(d):+.3f} dB over {len(d)} (setting, seed) pairs ({p['run']})")
+        print(f"{p['features']:3d} features, k = {p['k']}, {p['steps_per_model']} steps per model: stdo - single_long {np.mean(d):+.3f} dB "
+              f"over {len(d)} (setting, seed) pairs ({p['run']})")
     return 0
 
 

@@ -239,18 +239,29 @@ if sweep_file.is_file():
         for setting, by_seed in point["psnr"].items():
             d = np.array([v["stdo"] - v["single_long"] for v in by_seed.values()])
             se = d.std(ddof=1) / np.sqrt(len(d))
-            records.append({"features": point["features"], "k": point["k"], "setting": setting, "params (one model)": point["params_one_model"],
+            records.append({"features": point["features"], "k": point["k"], "steps per model": point["steps_per_model"], "setting": setting,
+                            "params (one model)": point["params_one_model"],
                             "single_long": np.mean([v["single_long"] for v in by_seed.values()]), "stdo": np.mean([v["stdo"] for v in by_seed.values()]),
                             "stdo - single_long (dB)": d.mean(), "s.e.": se, "seeds": len(d),
                             "verdict": "met" if d.mean() > 2 * se else "contradicted" if d.mean() < -2 * se else "not resolved"})
     points = pd.DataFrame(records)
     display(points.round(3))
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    for k, group in points.groupby("k"):
-        ax.errorbar(group["params (one model)"], group["stdo - single_long (dB)"], yerr=2 * group["s.e."], marker="o", capsize=3, label=f"k = {k}")
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.set(xscale="log", xlabel="parameters of one model", ylabel="stdo - single_long (dB, ± 2 s.e.)", title="carphone x2: k models vs one at equal compute")
-    ax.legend()
+    base_steps = int(points["steps per model"].min())
+    budgets = points.groupby(["features", "k"])["steps per model"].nunique()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for k, group in points[points["steps per model"] == base_steps].groupby("k"):
+        axes[0].errorbar(group["params (one model)"], group["stdo - single_long (dB)"], yerr=2 * group["s.e."], marker="o", capsize=3, label=f"k = {k}")
+    axes[0].set(xscale="log", xlabel="parameters of one model", title=f"size x k at {base_steps} steps per model")
+    for (features, k), group in points.groupby(["features", "k"]):
+        if budgets[(features, k)] > 1:  # the budget axis: more steps for every model, single_long k x as many
+            axes[1].errorbar(group["steps per model"], group["stdo - single_long (dB)"], yerr=2 * group["s.e."], marker="o", capsize=3, label=f"{features} features, k = {k}")
+    axes[1].set(xscale="log", xlabel="steps per chunk model (single_long: k x)", title="budget")
+    for ax in axes:
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_ylabel("stdo - single_long (dB, ± 2 s.e.)")
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    fig.suptitle("carphone x2: k models vs one at equal compute")
     fig.tight_layout()
     plt.show()
 

@@ -12,15 +12,16 @@ def test_the_sweep_collects_each_runs_paired_psnr_by_size_and_k(tmp_path, capsys
 
     from ..sweep import main as sweep
 
-    for features, k in ((8, 2), (4, 3)):
+    for features, k, steps in ((8, 2, 3), (4, 3, 5), (4, 3, 3)):  # a budget point: (4, 3) at two step counts
         assert streamlab(["reproduce", EXPERIMENT, "--preset", "smoke", "eval.rows=[single_long,stdo]", f"model.num_residual_units={features}",
-                          f"chunks={k}", "seeds=[0,1]", "--outputs", str(tmp_path / "runs")]) == 0
+                          f"chunks={k}", f"train.steps={steps}", "seeds=[0,1]", "--outputs", str(tmp_path / "runs")]) == 0
     assert streamlab(["reproduce", EXPERIMENT, "--preset", "smoke", "eval.rows=[single,stdo]", "--outputs", str(tmp_path / "other")]) == 0
     out = tmp_path / "sweep.json"
     assert sweep([str(tmp_path / "runs" / EXPERIMENT), "--out", str(out)]) == 0
     points = json.loads(out.read_text())["points"]
-    assert [(p["features"], p["k"]) for p in points] == [(4, 3), (8, 2)]  # sorted by size, then k
-    assert points[0]["params_one_model"] < points[1]["params_one_model"]
+    assert [(p["features"], p["k"], p["steps_per_model"]) for p in points] == [(4, 3, 3), (4, 3, 5), (8, 2, 3)]  # by size, k, then budget
+    assert points[0]["params_one_model"] == points[1]["params_one_model"] < points[2]["params_one_model"]
+    assert points[0]["psnr"] != points[1]["psnr"]  # the budget changes what was measured
     runs = {p.name: p for p in (tmp_path / "runs" / EXPERIMENT).iterdir()}
     for p in points:
         arrays = np.load(runs[p["run"]] / "arrays.npz")
