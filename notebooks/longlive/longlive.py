@@ -156,17 +156,51 @@ configs = {d: yaml.safe_load((d / "config.yaml").read_text()) for d in runs}
 assert len({(c["eval"]["seed"], c["eval"]["prompts"]) for c in configs.values()}) == 1, "the runs scored different prompts"
 by_seed = {int(c["trainer"]["seed"]): np.load(d / "arrays.npz") for d, c in configs.items()}
 assert len(by_seed) == len(runs), "two of the runs share a training seed"
-over_seeds, per_seed = [], []
-for method, baseline, key, sign, claim in SEED_CLAIMS:
-    scored = {seed: sign * (arr[f"{method}/{key}"] - arr[f"{baseline}/{key}"]) for seed, arr in by_seed.items()
-              if f"{method}/{key}" in arr.files and f"{baseline}/{key}" in arr.files}
-    c = across_seeds(scored)
-    per_seed += [{"claim": claim, "seed": seed, "difference": f"{s['mean']:+.3f} ± {s['se']:.3f}", "prompts": s["n"]} for seed, s in c["per_seed"].items()]
-    over_seeds.append({"claim": claim, "metric": key.removesuffix("_per_prompt"), "difference (paper's direction +)": f"{c['mean']:+.3f} ± {c['se']:.3f}",
-                       "seeds": c["seeds"], "verdict": c["verdict"],
-                       "pooled over prompt x seed pairs": f"{c['pooled_mean']:+.3f} ± {c['pooled_se']:.3f} ({c['pairs']})"})
-display(pd.DataFrame(per_seed).pivot(index="claim", columns="seed", values="difference").loc[[c[-1] for c in SEED_CLAIMS]])
-display(pd.DataFrame(over_seeds))
+
+
+def claims_over_seeds(by_seed: dict, seed_claims: list) -> None:
+    """Per seed and over seeds (``across_seeds``), each claim in the paper's direction."""
+    over_seeds, per_seed = [], []
+    for method, baseline, key, sign, claim in seed_claims:
+        scored = {seed: sign * (arr[f"{method}/{key}"] - arr[f"{baseline}/{key}"]) for seed, arr in by_seed.items()
+                  if f"{method}/{key}" in arr.files and f"{baseline}/{key}" in arr.files}
+        c = across_seeds(scored)
+        per_seed += [{"claim": claim, "seed": seed, "difference": f"{s['mean']:+.3f} ± {s['se']:.3f}", "prompts": s["n"]} for seed, s in c["per_seed"].items()]
+        over_seeds.append({"claim": claim, "metric": key.removesuffix("_per_prompt"), "difference (paper's direction +)": f"{c['mean']:+.3f} ± {c['se']:.3f}",
+                           "seeds": c["seeds"], "verdict": c["verdict"],
+                           "pooled over prompt x seed pairs": f"{c['pooled_mean']:+.3f} ± {c['pooled_se']:.3f} ({c['pairs']})"})
+    display(pd.DataFrame(per_seed).pivot(index="claim", columns="seed", values="difference").loc[[c[-1] for c in seed_claims]])
+    display(pd.DataFrame(over_seeds))
+
+
+claims_over_seeds(by_seed, SEED_CLAIMS)
+
+# %% [markdown]
+# ## Deep Forcing's variants over training seeds
+# The deep-forcing rows again, with three more: `deep_sink_gap` (the official code's re-aligned sink
+# ends one chunk before the window, s* = f_cur - L_tail - S) against `deep_sink_short` (the sink
+# adjacent to the window) at the same 5-frame window (the gap must fit the 16-frame horizon), and
+# `compressed_tokens` (participative compression keeping single tokens, as the official code does)
+# against the frame-level `compressed` and the deep sink at the same 14-frame budget. Scored on the
+# very self-forcing students of the three seeds (`models_from`; seed 0 retrained from the same
+# commit's recipe), published in `results/deep_forcing/seed<k>/`
+# (`streamlab reproduce longlive --preset cpu trainer.threads=1 trainer.seed=<k> 'eval.rows=[rolling,shallow_sink,deep_sink,deep_sink_unaligned,compressed,deep_sink_short,deep_sink_gap,compressed_tokens]' models_from=<that seed's run>`).
+
+# %%
+VARIANT_CLAIMS = [
+    ("deep_sink_gap", "deep_sink_short", "drift_per_prompt", -1, "(Deep Forcing) the code's one-chunk sink gap drifts less than an adjacent sink"),
+    ("deep_sink_gap", "deep_sink_short", "dynamic_per_prompt", +1, "(Deep Forcing) the code's one-chunk sink gap keeps more motion"),
+    ("compressed_tokens", "deep_sink", "drift_per_prompt", -1, "(Deep Forcing) token-level compression drifts less at equal budget"),
+    ("compressed_tokens", "deep_sink", "dynamic_per_prompt", +1, "(Deep Forcing) token-level compression keeps more motion"),
+    ("compressed_tokens", "compressed", "drift_per_prompt", -1, "token-level compression drifts less than frame-level"),
+]
+variant_dirs = sorted(Path("results/deep_forcing").glob("seed*"))
+if variant_dirs:
+    variants = {int(yaml.safe_load((d / "config.yaml").read_text())["trainer"]["seed"]): np.load(d / "arrays.npz") for d in variant_dirs}
+    rows_df = ["rolling", "shallow_sink", "deep_sink", "deep_sink_unaligned", "compressed", "deep_sink_short", "deep_sink_gap", "compressed_tokens"]
+    display(pd.DataFrame({seed: {row: float(np.mean(arr[f"{row}/drift_per_prompt"])) for row in rows_df} for seed, arr in variants.items()})
+            .rename(columns=lambda s: f"drift 12x, seed {s}").round(3))
+    claims_over_seeds(variants, VARIANT_CLAIMS)
 
 # %% [markdown]
 # ## StreamDiffusionV2: SLO-aware batching and the motion-aware noise controller
