@@ -101,3 +101,13 @@ def collect(command: list[str] | None = None) -> dict:
         "hardware": hardware(),
         "packages": packages(),
     }
+
+
+def tool_stamp(command: list[str]) -> dict:
+    """The short provenance a tool writes into its JSON result: commit, whether the tree was dirty,
+    the command, torch's version and the UTC date (a run directory gets ``collect`` instead)."""
+    import torch
+
+    git = git_state()
+    return {"commit": git["sha"], "dirty": git["dirty"], "command": list(command), "torch": torch.__version__,
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -323,6 +323,19 @@ def test_paper_numbers_sit_beside_ours_per_row_and_metric():
     assert pd.isna(table.loc[("optimum", "ppl"), "ours (StreamLab, cpu preset)"])
 
 
+def test_a_tool_stamp_names_commit_command_torch_and_date():
+    import datetime as dt
+
+    import torch
+
+    from shared.provenance import git_state, tool_stamp
+
+    stamp = tool_stamp(["python", "-m", "x", "--y"])
+    assert stamp["command"] == ["python", "-m", "x", "--y"] and stamp["torch"] == torch.__version__
+    assert stamp["commit"] == git_state()["sha"] and isinstance(stamp["dirty"], bool)
+    assert abs(dt.datetime.strptime(stamp["date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+
+
 def test_mean_se_is_the_sample_sd_over_root_n():
     import math
 

@@ -319,11 +319,9 @@ def main(argv=None) -> int:
     except StreamlabError as err:
         print(f"longlive stream_batch: {err}", file=sys.stderr)
         return USAGE_ERROR
-    from shared.provenance import git_state
+    from shared.provenance import tool_stamp
 
-    git = git_state()
-    result["provenance"] = {"commit": git["sha"], "dirty": git["dirty"], "command": command, "torch": torch.__version__,
-                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result["provenance"] = tool_stamp(command)
     for setting in result["settings"].values():
         rows = setting["rows"]
         setting["ratios"] = {f"{a} / {b}": {k: ratio(rows, a, b, k) for k in ("ms_per_frame", "latency_ms")}

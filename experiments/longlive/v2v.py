@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -225,11 +224,9 @@ def main(argv=None) -> int:
     except StreamlabError as err:
         print(f"longlive v2v: {err}", file=sys.stderr)
         return USAGE_ERROR
-    from shared.provenance import git_state
+    from shared.provenance import tool_stamp
 
-    git = git_state()
-    result["provenance"] = {"commit": git["sha"], "dirty": git["dirty"], "command": command, "torch": torch.__version__,
-                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result["provenance"] = tool_stamp(command)
     keys = ("position_error", "edit", "seams", "found")
     result["paired"] = {f"motion - {row} @ {f'speed {speed:g}' if speed else 'every speed'}": {k: paired(result, "motion", row, f"{speed:g}" if speed else None, k) for k in keys}
                         for row in result["rows"] if row != "motion" for speed in [*args.speeds, None]}

@@ -159,6 +159,19 @@ def test_participative_compression_keeps_the_known_top_frames():
     assert torch.equal(keep, torch.sort(keep).values)
 
 
+def attention_at_contiguous_frames(cache, q):
+    """Brute force, float64: the newest two queries over the cache's keys, every kept frame (whole or
+    in part) renumbered contiguously in stream order, offsets inside a frame (2 tokens) kept."""
+    pos = cache.pos[: cache.length]
+    frames = torch.unique(pos // 2)
+    contiguous = torch.tensor([frames.tolist().index(int(f)) for f in pos // 2]) * 2 + pos % 2
+    keys = ROPE.apply(cache.k[:, :, : cache.length].double(), contiguous)
+    queries = ROPE.apply(q, contiguous[-2:])
+    causal = pos[None, :] <= pos[-2:, None]
+    scores = torch.einsum("bhqd,bhkd->bhqk", queries, keys.repeat_interleave(H // HKV, 1)) / D**0.5
+    return torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ cache.v[:, :, : cache.length].double().repeat_interleave(H // HKV, 1)
+
+
 def test_token_compression_keeps_sink_recent_and_the_top_scored_tokens():
     """Token granularity: all tokens of the sink and recent frames, then the other tokens by score,
     brute force here; indices in stream order; frames may be kept in part."""
@@ -191,15 +204,7 @@ def test_token_compression_attends_at_contiguous_frame_positions():
     pos = cache.pos[: cache.length]
     assert len(pos) == 10 and len(torch.unique(pos // 2)) > 5  # 8 kept + 2 new, some frames kept in part
     out = cache.attend(q[:, :, 18:20], k[:, :, 18:20], v[:, :, 18:20], rope=ROPE, backend="reference")
-    pos = cache.pos[: cache.length]
-    frames = torch.unique(pos // 2)
-    contiguous = torch.tensor([frames.tolist().index(int(f)) for f in pos // 2]) * 2 + pos % 2
-    keys = ROPE.apply(cache.k[:, :, : cache.length].double(), contiguous)
-    queries = ROPE.apply(q[:, :, 18:20], contiguous[-2:])
-    causal = pos[None, :] <= pos[-2:, None]
-    scores = torch.einsum("bhqd,bhkd->bhqk", queries, keys.repeat_interleave(H // HKV, 1)) / D**0.5
-    want = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ cache.v[:, :, : cache.length].double().repeat_interleave(H // HKV, 1)
-    assert torch.allclose(out, want, atol=1e-10)
+    assert torch.allclose(out, attention_at_contiguous_frames(cache, q[:, :, 18:20]), atol=1e-10)
 
 
 def test_score_with_accumulates_one_unit_of_mass_per_query_row():
@@ -360,16 +365,9 @@ def test_participative_compression_realigns_kept_frames_to_contiguous_positions(
     kept_frames = torch.unique(cache.pos[: cache.length] // 2).tolist()
     assert kept_frames != list(range(kept_frames[0], kept_frames[0] + len(kept_frames)))  # compression left gaps
     out = cache.attend(q[:, :, 18:20], k[:, :, 18:20], v[:, :, 18:20], rope=ROPE, backend="reference")
-    pos = cache.pos[: cache.length]
-    frames = torch.unique(pos // 2)
-    contiguous = torch.tensor([frames.tolist().index(int(f)) for f in pos // 2]) * 2 + pos % 2
-    keys = ROPE.apply(cache.k[:, :, : cache.length].double(), contiguous)
-    queries = ROPE.apply(q[:, :, 18:20], contiguous[-2:])
-    causal = pos[None, :] <= pos[-2:, None]
-    scores = torch.einsum("bhqd,bhkd->bhqk", queries, keys.repeat_interleave(H // HKV, 1)) / D**0.5
-    want = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ cache.v[:, :, : cache.length].double().repeat_interleave(H // HKV, 1)
-    assert torch.allclose(out, want, atol=1e-10)
+    assert torch.allclose(out, attention_at_contiguous_frames(cache, q[:, :, 18:20]), atol=1e-10)
     unaligned = ParticipativeCompression(tokens_per_frame=2, budget_frames=4, recent_frames=1, sink_frames=1, realign=False)
+    pos = cache.pos[: cache.length]
     assert unaligned.rope_positions(pos, pos[-2:], None)[0].tolist() == pos.tolist()
 
 
