@@ -196,8 +196,8 @@ def sequential_levels(model: CausalVideoDiT, policy: Policy, viewers: int, level
 
 def fixed_levels(sigmas: list[float], strength: float) -> list[float]:
     """Video-to-video levels at a fixed strength: the strength, then the sampler's levels below it
-    (as ``Stream.v2v_levels``); strength 1 is text-to-video's full schedule."""
-    return [strength, *(s for s in sigmas if s < strength)] if strength < 1 else list(sigmas)
+    (as ``Stream.v2v_levels``); strength 1 is text-to-video's full schedule (the first level is 1)."""
+    return [strength, *(s for s in sigmas if s < strength)]
 
 
 def time_samplers(model, policy, inputs: list, text: torch.Tensor, levels: list[float], seed: int, sampler: dict, viewers: int) -> dict:
