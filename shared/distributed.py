@@ -27,7 +27,7 @@ def distributed() -> tuple[int, int]:
 
 
 def parameter_checksum(model: torch.nn.Module) -> float:
-    return float(sum(p.double().sum() + p.double().square().sum() for p in model.parameters()))
+    return float(sum(p.detach().double().sum() + p.detach().double().square().sum() for p in model.parameters()))
 
 
 def collective_device(backend: str, local_rank: int) -> torch.device:
