@@ -11,6 +11,7 @@ TOOLS = {
     "pipeline": (".pipeline:main", "StreamDiffusionV2's pipeline: the host's blocks over gloo ranks, several streams in flight; FPS and latency against one process"),
     "stream_batch": (".stream_batch:main", "StreamDiffusionV2's stream batch: every denoising level of successive chunks in one forward; FPS, latency and quality against the sequential samplers"),
     "v2v": (".v2v:main", "StreamDiffusionV2's motion-aware noise controller: video-to-video edits of slow and fast clips against fixed noise strengths"),
+    "streamdiffusion_v2": (".streamdiffusion_v2:main", "table streamdiffusion_v2: each component's paired effect against its strongest baseline, from the four tools' published JSON"),
     "ship": (".tool:ship_main", "make a clean run's self-forcing student the generate tool's default (weights/, with provenance)"),
 }
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -207,6 +207,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def paired_ratios(rows: list[dict], ranks: list[int]) -> dict:
+    """Per depth after the first: FPS and median chunk latency over the first depth's, each repeat's
+    ratio against the same repeat's first depth, mean ± s.e. over repeats."""
+    from shared.results import mean_se
+
+    by = {(row["ranks"], row["repeat"]): row for row in rows}
+    repeats = sorted({row["repeat"] for row in rows})
+    return {f"{r} / {ranks[0]} ranks": {key: mean_se([by[r, i][key] / by[ranks[0], i][key] for i in repeats]) for key in ("fps", "chunk_ms_median")}
+            for r in ranks[1:]}
+
+
 def main(argv: list[str] | None = None) -> int:
     from shared.procedural import tokens
 
@@ -217,13 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=4, help="viewers in flight (at least the deepest pipeline to keep it full)")
     p.add_argument("--chunks", type=int, default=12, help="chunks per stream")
     p.add_argument("--checkpoint", default=None, help="a run's checkpoint (default: the shipped self-forcing student)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of every depth, alternating (ratios are paired over them)")
     p.add_argument("--json", default=None, help="write the measurements here")
     p.add_argument("--width", type=int, default=None,
                    help="timing only: an untrained host this wide (heads of 16 channels; frames are noise-shaped, "
                         "the equality check still runs), to see where the pipeline pays as the per-stage compute grows")
     args = p.parse_args(argv)
-    if args.streams < 1 or args.chunks < 1 or min(args.ranks) < 1:
-        raise ConfigError("--streams, --chunks and --ranks must be positive")
+    if args.streams < 1 or args.chunks < 1 or args.repeats < 1 or min(args.ranks) < 1:
+        raise ConfigError("--streams, --chunks, --repeats and --ranks must be positive")
+    if args.json and Path(args.json).exists():
+        raise ConfigError(f"{args.json} exists; choose another --json")
     from shared.streaming.policies import FrameSink
 
     model, _, _ = load(Path(args.checkpoint) if args.checkpoint else SHIPPED)
@@ -239,20 +253,28 @@ def main(argv: list[str] | None = None) -> int:
     policy = FrameSink(cfg.tokens_per_frame, sink_frames=2, window_frames=7)  # the generate tool's default
     colours = ["red", "green", "blue", "yellow", "magenta", "cyan"]
     text = torch.stack([torch.from_numpy(tokens([colours[m % 6], "circle"], cfg.text_len)) for m in range(args.streams)])
-    rows = []
-    for r in args.ranks:
-        timing, video = pipelined(model, policy, text, args.chunks, r)
-        if r == args.ranks[0]:
-            reference = video
-        difference = float((video - reference).abs().max())
-        rows.append({"ranks": r, "streams": args.streams, "width": cfg.dim, "trained": args.width is None, "fps": timing.frames / timing.seconds,
-                     "chunk_ms_median": float(np.median(timing.chunk_ms)), "chunk_ms_p95": float(np.percentile(timing.chunk_ms, 95)),
-                     "frames": timing.frames, "seconds": timing.seconds, "max_difference_to_first": difference})
-        print(f"longlive pipeline: {r} rank(s), {args.streams} streams x {args.chunks} chunks: {rows[-1]['fps']:.1f} FPS, "
-              f"chunk latency median {rows[-1]['chunk_ms_median']:.1f} ms (p95 {rows[-1]['chunk_ms_p95']:.1f})", flush=True)
-        # the same calls in the same order: equal up to float32 summation order (bitwise in float64, tested)
-        if difference > 1e-4:
-            raise RuntimeError(f"the {r}-rank pipeline's frames differ from the {args.ranks[0]}-rank run's (max {difference:.2e})")
+    rows, reference = [], None
+    for repeat in range(args.repeats):  # depths alternate, so a slow spell of the machine hits every depth
+        for r in args.ranks:
+            timing, video = pipelined(model, policy, text, args.chunks, r)
+            reference = video if reference is None else reference
+            difference = float((video - reference).abs().max())
+            rows.append({"ranks": r, "repeat": repeat, "streams": args.streams, "width": cfg.dim, "trained": args.width is None,
+                         "fps": timing.frames / timing.seconds, "chunk_ms_median": float(np.median(timing.chunk_ms)),
+                         "chunk_ms_p95": float(np.percentile(timing.chunk_ms, 95)), "frames": timing.frames, "seconds": timing.seconds,
+                         "max_difference_to_first": difference})
+            print(f"longlive pipeline: {r} rank(s), {args.streams} streams x {args.chunks} chunks: {rows[-1]['fps']:.1f} FPS, "
+                  f"chunk latency median {rows[-1]['chunk_ms_median']:.1f} ms (p95 {rows[-1]['chunk_ms_p95']:.1f})", flush=True)
+            # the same calls in the same order: equal up to float32 summation order (bitwise in float64, tested)
+            if difference > 1e-4:
+                raise RuntimeError(f"the {r}-rank pipeline's frames differ from the {args.ranks[0]}-rank run's (max {difference:.2e})")
+    paired = paired_ratios(rows, args.ranks)
+    for name, ratios in paired.items():
+        print(f"longlive pipeline: {name} over {args.repeats} repeat(s): " + ", ".join(f"{k} {m:.3f} ± {se:.3f}" for k, (m, se) in ratios.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count(), "torch": torch.__version__}, indent=1))
+        from shared.io import atomic_write_json
+        from shared.provenance import tool_stamp
+
+        atomic_write_json(Path(args.json), {"rows": rows, "paired": paired, "cpu_count": os.cpu_count(),
+                                            "provenance": tool_stamp(["python", "-m", "experiments.longlive", "pipeline", *(argv if argv is not None else sys.argv[1:])])})
     return 0

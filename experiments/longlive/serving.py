@@ -192,6 +192,9 @@ def main(argv=None) -> int:
         return USAGE_ERROR
     if args.out is not None:
         from shared.io import atomic_write_json
+        from shared.provenance import tool_stamp
+
+        result["provenance"] |= tool_stamp(["python", "-m", "experiments.longlive", "serving", *(sys.argv[1:] if argv is None else argv)])
 
         atomic_write_json(args.out, result)
     lat = ", ".join(f"B={b}: {ms:.1f}" for b, ms in result["latency_ms_per_chunk"].items())

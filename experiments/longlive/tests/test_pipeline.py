@@ -2,6 +2,7 @@
 single-process frames (float64), for 2 and 3 ranks and a cache policy that evicts; the split covers
 every block once; the model's four parts are its forward."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,11 +70,18 @@ def test_the_tool_times_one_and_two_ranks_on_one_thread_each_and_refuses_bad_wid
     from ..pipeline import main
 
     threads = torch.get_num_threads()
-    assert main(["--ranks", "1", "2", "--streams", "2", "--chunks", "2", "--width", "32", "--json", str(tmp_path / "p.json")]) == 0
+    args = ["--ranks", "1", "2", "--streams", "2", "--chunks", "2", "--width", "32", "--repeats", "2", "--json", str(tmp_path / "p.json")]
+    assert main(args) == 0
     assert torch.get_num_threads() == threads
-    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
-    assert [r["ranks"] for r in rows] == [1, 2] and all(r["width"] == 32 and not r["trained"] for r in rows)
-    assert rows[0]["max_difference_to_first"] == 0 and rows[1]["max_difference_to_first"] < 1e-4
+    out = json.loads((tmp_path / "p.json").read_text())
+    rows = out["rows"]
+    assert [(r["ranks"], r["repeat"]) for r in rows] == [(1, 0), (2, 0), (1, 1), (2, 1)] and all(r["width"] == 32 and not r["trained"] for r in rows)
+    assert rows[0]["max_difference_to_first"] == 0 and max(r["max_difference_to_first"] for r in rows) < 1e-4
     assert all(r["fps"] > 0 and r["frames"] == 2 * 2 * 2 for r in rows)
+    ratio = [rows[1]["fps"] / rows[0]["fps"], rows[3]["fps"] / rows[2]["fps"]]
+    assert out["paired"]["2 / 1 ranks"]["fps"] == pytest.approx([np.mean(ratio), abs(ratio[0] - ratio[1]) / 2])
+    assert out["provenance"]["command"][-len(args):] == args and "commit" in out["provenance"]
+    with pytest.raises(ConfigError, match="exists"):
+        main(args)  # a published result is not overwritten
     with pytest.raises(ConfigError, match="multiple of 16"):
         main(["--width", "20"])

@@ -83,3 +83,14 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_published_json_says_where_it_came_from(tmp_path):
+    import json
+
+    out = tmp_path / "s.json"
+    assert main(["--seeds", "0", "1", "--seconds", "2", "--viewers", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["provenance"]["command"][3:] == ["serving", "--seeds", "0", "1", "--seconds", "2", "--viewers", "2", "--out", str(out)]
+    assert {"commit", "dirty", "torch", "chunk_frames", "threads"} <= set(result["provenance"])
+    assert set(result["paired"]) == {"slo - static:1", "slo - static:4", "slo - static:8"} and len(result["per_seed"]["slo"]["ttff_ms"]) == 2
