@@ -30,8 +30,9 @@
 # its 16-frame training length with a rolling window of frames. `longlive`: the self-forcing student
 # under LongLive's short window with and without a frame sink; `longlive_switch`: a prompt switch
 # with the cache kept, cleared or re-cached; `deep_forcing`: deep sink (re-aligned or not) against a
-# rolling window and a shallow sink at 12x the training length. StreamDiffusionV2 (serving tools on
-# the shipped student, not rows of the run): SLO-aware batching and the motion-aware noise controller.
+# rolling window and a shallow sink at 12x the training length. `streamdiffusion_v2`: four tools on
+# the shipped student (not rows of the run): SLO-aware batching, the pipeline over ranks, the stream
+# batch, the motion-aware noise controller and the sink tokens, each paired against its strongest baseline.
 
 # %% tags=["parameters"]
 import os
@@ -201,6 +202,26 @@ if variant_dirs:
     display(pd.DataFrame({seed: {row: float(np.mean(arr[f"{row}/drift_per_prompt"])) for row in rows_df} for seed, arr in variants.items()})
             .rename(columns=lambda s: f"drift 12x, seed {s}").round(3))
     claims_over_seeds(variants, VARIANT_CLAIMS)
+
+# %% [markdown]
+# ## StreamDiffusionV2 (table `streamdiffusion_v2`)
+# Each component against its strongest fair baseline of the same tool run, gathered from the four
+# tools' published JSON by `python -m experiments.longlive streamdiffusion_v2` (each row names the
+# commit its JSON came from). Effects are differences (null 0) or ratios (null 1) with their standard
+# errors; "met" / "contradicted" when beyond 2 s.e. on the better / worse side of the null; a measured
+# side the paper claims nothing about (the stream batch's latency, its quality against the sampler
+# the student was trained with) reads "better" / "worse". The sections below show each tool's rows.
+
+# %%
+from experiments.longlive.streamdiffusion_v2 import table as sdv2_table
+
+sdv2_claims, sdv2_missing = sdv2_table(Path("results"))
+sdv2 = pd.DataFrame([{"row": c.row, "against": c.against, "metric": c.metric, "better": c.better,
+                      "effect": f"{c.effect:.3f}x" if c.null == 1 else f"{c.effect:+.4g}", "s.e.": f"{c.se:.2g}",
+                      "verdict": c.verdict, "source": f"{c.source} ({c.commit})"} for c in sdv2_claims])
+display(sdv2.set_index(["row", "against", "metric"]))
+for line in sdv2_missing:
+    print("not in the table (no file):", line)
 
 # %% [markdown]
 # ## StreamDiffusionV2: SLO-aware batching and the motion-aware noise controller

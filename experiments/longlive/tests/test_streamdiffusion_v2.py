@@ -98,3 +98,8 @@ def test_every_published_tool_result_reads():
     assert not missing, missing
     assert {c.source for c in claims} == {"serving.json", "pipeline.json", "stream_batch.json", "v2v.json"}
     assert all(c.commit != "not recorded" and not c.commit.endswith("dirty") for c in claims)  # published from clean commits
+    published = (RESULTS / "streamdiffusion_v2.csv").read_text().splitlines()  # the published table is the JSON's, not stale
+    assert len(published) == len(claims) + 1
+    for line, c in zip(published[1:], claims):
+        fields = line.split(",")
+        assert fields[:4] == [c.row, c.against, c.metric, c.better] and float(fields[4]) == pytest.approx(c.effect) and fields[-1] == c.verdict
