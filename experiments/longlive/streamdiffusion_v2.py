@@ -58,6 +58,10 @@ class Claim:
     claimed: bool = True  # False: a measured side (a cost, a change of quality) the paper makes no claim about
 
     @property
+    def effect_text(self) -> str:
+        return f"{self.effect:.4g}x" if self.null == 1 else f"{self.effect:+.4g}"
+
+    @property
     def verdict(self) -> str:
         gain = self.effect - self.null if self.better == "higher" else self.null - self.effect
         if not (math.isfinite(gain) and math.isfinite(self.se)) or abs(gain) <= 2 * self.se:
@@ -137,9 +141,7 @@ def table(results: Path) -> tuple[list[Claim], list[str]]:
 
 def markdown(claims: list[Claim]) -> str:
     lines = ["| row | against | metric | better | effect | s.e. | verdict | source (commit) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.row} | {c.against} | {c.metric} | {c.better} | {c.effect:+.4g} | {c.se:.2g} | {c.verdict} | {c.source} ({c.commit}) |"
-              if c.null == 0 else
-              f"| {c.row} | {c.against} | {c.metric} | {c.better} | {c.effect:.4g}x | {c.se:.2g} | {c.verdict} | {c.source} ({c.commit}) |" for c in claims]
+    lines += [f"| {c.row} | {c.against} | {c.metric} | {c.better} | {c.effect_text} | {c.se:.2g} | {c.verdict} | {c.source} ({c.commit}) |" for c in claims]
     return "\n".join(lines)
 
 

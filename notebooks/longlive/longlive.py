@@ -217,7 +217,7 @@ from experiments.longlive.streamdiffusion_v2 import table as sdv2_table
 
 sdv2_claims, sdv2_missing = sdv2_table(Path("results"))
 sdv2 = pd.DataFrame([{"row": c.row, "against": c.against, "metric": c.metric, "better": c.better,
-                      "effect": f"{c.effect:.3f}x" if c.null == 1 else f"{c.effect:+.4g}", "s.e.": f"{c.se:.2g}",
+                      "effect": c.effect_text, "s.e.": f"{c.se:.2g}",
                       "verdict": c.verdict, "source": f"{c.source} ({c.commit})"} for c in sdv2_claims])
 display(sdv2.set_index(["row", "against", "metric"]))
 for line in sdv2_missing:

@@ -252,8 +252,8 @@ if sweep_file.is_file():
     base_steps = int(points["steps per model"].min())
     budgets = points.groupby(["features", "k", "setting"])["steps per model"].nunique()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-    for k, group in points[(points["steps per model"] == base_steps) & (points.setting == "carphone_x2")].groupby("k"):
-        axes[0].errorbar(group["params (one model)"], group["stdo - single_long (dB)"], yerr=2 * group["s.e."], marker="o", capsize=3, label=f"k = {k}")
+    for (k, setting), group in points[points["steps per model"] == base_steps].groupby(["k", "setting"]):
+        axes[0].errorbar(group["params (one model)"], group["stdo - single_long (dB)"], yerr=2 * group["s.e."], marker="o", capsize=3, label=f"k = {k}, {setting}")
     axes[0].set(xscale="log", xlabel="parameters of one model", title=f"size x k at {base_steps} steps per model")
     for (features, k, setting), group in points.groupby(["features", "k", "setting"]):
         if budgets[(features, k, setting)] > 1:  # the budget axis: more steps for every model, single_long k x as many

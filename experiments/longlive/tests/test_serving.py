@@ -71,9 +71,20 @@ def test_under_load_slo_aware_batching_meets_deadlines_that_static_batching_miss
         simulate(slow, "fifo", [0.0], 0.25, 0.4, 1.0, 0.2)
 
 
-def test_the_cost_table_is_measured_on_the_shipped_student():
+def test_the_cost_table_is_measured_on_the_shipped_student_alternating_sizes_over_rounds(monkeypatch):
+    from ..stream import Stream
+
+    generated, generate = [], Stream.generate
+
+    def recording(self, text, chunks, on_chunk=None):
+        generated.append((len(text), chunks))
+        return generate(self, text, chunks, on_chunk)
+
+    monkeypatch.setattr(Stream, "generate", recording)
     latency, provenance = measure_latency(sizes=(1, 2), chunks=2, rounds=2)
     assert latency.sizes == (1, 2) and all(0 < s < 5 for s in latency.seconds) and provenance["chunk_frames"] == 2 and provenance["rounds"] == 2
+    assert [b for b, _ in generated] == [1, 2, 1, 2]  # a slow spell of the machine hits every size
+    assert len({c for _, c in generated}) == 1 and generated[0][1] > 2  # the warm-up horizon, then the 2 timed chunks
 
 
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys):

@@ -20,6 +20,7 @@ def test_the_verdict_needs_more_than_two_standard_errors_on_the_better_side_of_t
     assert claim(1.3, 0.1, better="higher", null=1.0).verdict == "met" and claim(1.3, 0.1, null=1.0).verdict == "contradicted"
     assert claim(0.0, 0.0).verdict == "not resolved" and claim(-1.0, float("nan")).verdict == "not resolved"
     assert claim(-0.3, 0.1, claimed=False).verdict == "better" and claim(0.3, 0.1, claimed=False).verdict == "worse"
+    assert claim(0.8597, 0.03, null=1.0).effect_text == "0.8597x" and claim(-79.47, 6.2).effect_text == "-79.47"
 
 
 SERVING = {
