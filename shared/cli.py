@@ -179,6 +179,41 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def one_line_errors(prog: str):
+    """Decorate an experiment tool's ``main(argv) -> int``: bad input or missing data (a
+    ``StreamlabError``) ends in one line on stderr, ``<prog>: <why>``, and exit status 2, never a
+    traceback; so a tool raises ``ConfigError`` where it finds the problem."""
+    import functools
+
+    def decorate(main):
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except StreamlabError as err:
+                print(f"{prog}: {err}", file=sys.stderr)
+                return USAGE_ERROR
+
+        return run
+
+    return decorate
+
+
+def refuse_overwrite(path, flag: str) -> None:
+    """A tool never writes over a result: an existing ``path`` (given as ``flag``) is refused."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    if path is not None and Path(path).exists():
+        raise ConfigError(f"{path} exists; choose another {flag}")
+
+
+def tool_command(package: str, name: str, argv: list[str] | None) -> list[str]:
+    """The command line that reproduces a tool's run, for its provenance."""
+    return ["python", "-m", package, name, *(sys.argv[1:] if argv is None else argv)]
+
+
 def experiment_main(package: str, tools: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
     """``python -m experiments.<name> [TOOL ...]``: an experiment's own tools beside ``reproduce``.
 
@@ -200,9 +235,9 @@ def experiment_main(package: str, tools: dict[str, tuple[str, str]], argv: list[
         print("\n".join(lines))
         return 0
     first = argv[0]
-    if first in tools:
+    if first in tools:  # a tool's own bad-input errors are one line too, whether or not it catches them itself
         module, _, function = tools[first][0].partition(":")
-        return getattr(importlib.import_module(module, package), function)(argv[1:])
+        return one_line_errors(f"python -m {package} {first}")(getattr(importlib.import_module(module, package), function))(argv[1:])
     if first == "reproduce":
         argv = argv[1:]
     elif not (first.startswith("-") or "=" in first):

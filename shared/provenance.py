@@ -111,3 +111,12 @@ def tool_stamp(command: list[str]) -> dict:
     git = git_state()
     return {"commit": git["sha"], "dirty": git["dirty"], "command": list(command), "torch": torch.__version__,
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def write_tool_result(path, result: dict, command: list[str]) -> None:
+    """A tool's JSON result, stamped (``tool_stamp`` merged over any provenance the tool recorded
+    itself, e.g. its measurement settings) and written atomically: a crash leaves no half file."""
+    from .io import atomic_write_json
+
+    result["provenance"] = {**result.get("provenance", {}), **tool_stamp(command)}
+    atomic_write_json(path, result)

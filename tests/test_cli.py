@@ -132,6 +132,40 @@ def test_an_experiment_module_lists_its_tools_instead_of_starting_a_run(name):
     assert flag.returncode == 2 and "nope" in flag.stderr
 
 
+def test_a_tools_bad_input_is_one_line_and_exit_2_whether_called_as_a_function_or_through_its_experiment(tmp_path, capsys):
+    from shared.cli import experiment_main, one_line_errors, refuse_overwrite, tool_command
+    from shared.errors import ConfigError
+
+    @one_line_errors("demo tool")
+    def main(argv=None):
+        if argv == ["--bug"]:
+            raise ValueError("a bug is a traceback, not a usage error")
+        refuse_overwrite(tmp_path / "kept.json" if argv == ["--out"] else None, "--out")
+        if argv:
+            raise ConfigError("--frames must be positive")
+        return 0
+
+    (tmp_path / "kept.json").write_text("{}")
+    assert main([]) == 0
+    assert main(["--frames", "0"]) == 2 and capsys.readouterr().err == "demo tool: --frames must be positive\n"
+    assert main(["--out"]) == 2 and f"{tmp_path / 'kept.json'} exists; choose another --out" in capsys.readouterr().err
+    assert (tmp_path / "kept.json").read_text() == "{}"
+    with pytest.raises(ValueError):
+        main(["--bug"])
+    assert tool_command("experiments.demo", "t", ["--a", "1"]) == ["python", "-m", "experiments.demo", "t", "--a", "1"]
+    # a tool that raises without its own handler still answers in one line through `python -m experiments.<name> <tool>`
+    done = subprocess.run([sys.executable, "-m", "experiments.longlive", "pipeline", "--ranks", "0"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == ["longlive pipeline: --streams, --chunks, --repeats and --ranks must be positive"]
+    assert experiment_main("experiments.longlive", {"t": ("tests.test_cli:_a_tool_without_a_handler", "")}, ["t", "x"]) == 2
+    assert capsys.readouterr().err == "python -m experiments.longlive t: no data for ['x']\n"
+
+
+def _a_tool_without_a_handler(argv):
+    from shared.errors import DataError
+
+    raise DataError(f"no data for {argv}")
+
+
 def test_the_tools_each_experiment_offers_are_listed():
     for name, tools in {"stdo": ["fit", "upscale", "sweep"], "careless_whisper": ["transcribe", "generalise"], "streamdit": ["bench"]}.items():
         out = subprocess.run([sys.executable, "-m", f"experiments.{name}"], capture_output=True, text=True, timeout=60, check=True).stdout

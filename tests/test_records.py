@@ -336,6 +336,17 @@ def test_a_tool_stamp_names_commit_command_torch_and_date():
     assert abs(dt.datetime.strptime(stamp["date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
 
 
+def test_a_tool_result_keeps_the_tools_own_provenance_under_the_stamp_and_is_written_whole(tmp_path):
+    from shared.provenance import write_tool_result
+
+    out = tmp_path / "r.json"
+    write_tool_result(out, {"rows": [1.5, 2.5], "provenance": {"rounds": 3, "commit": "stale"}}, ["python", "-m", "x", "t", "--a"])
+    written = json.loads(out.read_text())
+    assert written["rows"] == [1.5, 2.5] and written["provenance"]["rounds"] == 3  # the tool's own settings stay
+    assert written["provenance"]["command"] == ["python", "-m", "x", "t", "--a"] and written["provenance"]["commit"] != "stale"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left beside it
+
+
 def test_mean_se_is_the_sample_sd_over_root_n():
     import math
 

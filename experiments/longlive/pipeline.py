@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import os
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from shared.cli import one_line_errors, refuse_overwrite, tool_command
 from shared.errors import ConfigError
 
 from .model import CachedAttention, CausalVideoDiT, new_caches
@@ -218,6 +218,7 @@ def paired_ratios(rows: list[dict], ranks: list[int]) -> dict:
             for r in ranks[1:]}
 
 
+@one_line_errors("longlive pipeline")
 def main(argv: list[str] | None = None) -> int:
     from shared.procedural import tokens
 
@@ -236,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.streams < 1 or args.chunks < 1 or args.repeats < 1 or min(args.ranks) < 1:
         raise ConfigError("--streams, --chunks, --repeats and --ranks must be positive")
-    if args.json and Path(args.json).exists():
-        raise ConfigError(f"{args.json} exists; choose another --json")
+    refuse_overwrite(args.json, "--json")
     from shared.streaming.policies import FrameSink
 
     model, _, _ = load(Path(args.checkpoint) if args.checkpoint else SHIPPED)
@@ -272,9 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, ratios in paired.items():
         print(f"longlive pipeline: {name} over {args.repeats} repeat(s): " + ", ".join(f"{k} {m:.3f} ± {se:.3f}" for k, (m, se) in ratios.items()))
     if args.json:
-        from shared.io import atomic_write_json
-        from shared.provenance import tool_stamp
+        from shared.provenance import write_tool_result
 
-        atomic_write_json(Path(args.json), {"rows": rows, "paired": paired, "cpu_count": os.cpu_count(),
-                                            "provenance": tool_stamp(["python", "-m", "experiments.longlive", "pipeline", *(argv if argv is not None else sys.argv[1:])])})
+        write_tool_result(Path(args.json), {"rows": rows, "paired": paired, "cpu_count": os.cpu_count()},
+                          tool_command("experiments.longlive", "pipeline", argv))
     return 0

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ConfigError, StreamlabError
+from shared.cli import one_line_errors, refuse_overwrite, tool_command
+from shared.errors import ConfigError
 from shared.results import mean_se
-
-USAGE_ERROR = 2
 
 
 @dataclass(frozen=True)
@@ -176,6 +175,7 @@ def run(args) -> dict:
             "per_seed": results, "paired": claims}
 
 
+@one_line_errors("longlive serving")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.longlive serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--viewers", type=int, default=8)
@@ -187,20 +187,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-wait-ms", type=float, default=200.0, help="static batching: the longest a ready chunk waits for a full batch")
     p.add_argument("--out", type=Path, help="write the results as JSON (refuses to overwrite)")
     args = p.parse_args(argv)
-    try:
-        if args.out is not None and args.out.exists():
-            raise ConfigError(f"{args.out} exists; choose another --out")
-        result = run(args)
-    except StreamlabError as err:
-        print(f"longlive serving: {err}", file=sys.stderr)
-        return USAGE_ERROR
+    refuse_overwrite(args.out, "--out")
+    result = run(args)
     if args.out is not None:
-        from shared.io import atomic_write_json
-        from shared.provenance import tool_stamp
+        from shared.provenance import write_tool_result
 
-        result["provenance"] |= tool_stamp(["python", "-m", "experiments.longlive", "serving", *(sys.argv[1:] if argv is None else argv)])
-
-        atomic_write_json(args.out, result)
+        write_tool_result(args.out, result, tool_command("experiments.longlive", "serving", argv))
     lat = ", ".join(f"B={b}: {ms:.1f}" for b, ms in result["latency_ms_per_chunk"].items())
     print(f"measured ms per chunk ({lat})")
     for s, r in result["per_seed"].items():

@@ -42,13 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.errors import ConfigError, StreamlabError
+from shared.cli import one_line_errors, refuse_overwrite, tool_command
+from shared.errors import ConfigError
 from shared.results import mean_se
 from shared.streaming.policies import Policy
 
 from .model import Attention, CachedAttention, CausalVideoDiT, new_caches
-
-USAGE_ERROR = 2
 
 
 class LevelAttention(Attention):
@@ -296,6 +295,7 @@ def ratio(rows: dict, a: str, b: str, key: str) -> tuple[float, float]:
     return mean_se(np.array(rows[a][key]) / np.array(rows[b][key]))
 
 
+@one_line_errors("longlive stream_batch")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.longlive stream_batch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=8, help="held-out clips at the training speed")
@@ -307,30 +307,21 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="a run's checkpoint (default: the shipped self-forcing student)")
     p.add_argument("--json", type=Path, help="write the results here (refuses to overwrite)")
     args = p.parse_args(argv)
-    command = ["python", "-m", "experiments.longlive", "stream_batch", *(sys.argv[1:] if argv is None else argv)]
-    try:
-        if args.clips < 2 or not args.seeds or min(args.viewers) < 1 or max(args.viewers) > args.clips or args.threads < 1:
-            raise ConfigError("--clips must be at least 2, --seeds non-empty, --viewers between 1 and --clips, --threads positive")
-        if not all(0 < s <= 1 for s in args.strengths):
-            raise ConfigError(f"--strengths must lie in (0, 1] (got {args.strengths})")
-        if args.json is not None and args.json.exists():
-            raise ConfigError(f"{args.json} exists; choose another --json")
-        result = run(args)
-    except StreamlabError as err:
-        print(f"longlive stream_batch: {err}", file=sys.stderr)
-        return USAGE_ERROR
-    from shared.provenance import tool_stamp
-
-    result["provenance"] = tool_stamp(command)
+    if args.clips < 2 or not args.seeds or min(args.viewers) < 1 or max(args.viewers) > args.clips or args.threads < 1:
+        raise ConfigError("--clips must be at least 2, --seeds non-empty, --viewers between 1 and --clips, --threads positive")
+    if not all(0 < s <= 1 for s in args.strengths):
+        raise ConfigError(f"--strengths must lie in (0, 1] (got {args.strengths})")
+    refuse_overwrite(args.json, "--json")
+    result = run(args)
     for setting in result["settings"].values():
         rows = setting["rows"]
         setting["ratios"] = {f"{a} / {b}": {k: ratio(rows, a, b, k) for k in ("ms_per_frame", "latency_ms")}
                              for a, b in (("stream_batch", "levels"), ("stream_batch", "self_forcing"), ("levels", "self_forcing"))}
         setting["paired"] = {k: paired(rows, "stream_batch", "self_forcing", k) for k in ("position_error", "edit", "seams", "found")}
     if args.json is not None:
-        from shared.io import atomic_write_json
+        from shared.provenance import write_tool_result
 
-        atomic_write_json(args.json, result)
+        write_tool_result(args.json, result, tool_command("experiments.longlive", "stream_batch", argv))
     print(f"{'strength/viewers':16s} {'sampler':13s} {'ms/frame':>9s} {'latency ms':>10s} {'first ms':>9s} {'pos err':>8s} {'edit':>6s} {'seams':>6s}")
     for name, setting in result["settings"].items():
         for row, r in setting["rows"].items():

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ConfigError, StreamlabError
+from shared.cli import one_line_errors, refuse_overwrite
+from shared.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parents[2] / "notebooks" / "longlive" / "results"
 # the file each tool publishes, and the command that makes it
@@ -145,20 +146,16 @@ def markdown(claims: list[Claim]) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors("longlive streamdiffusion_v2")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.longlive streamdiffusion_v2", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=RESULTS, help="where the tools' JSON files are")
     p.add_argument("--out", type=Path, default=None, help="write the table as CSV (refuses to overwrite)")
     args = p.parse_args(argv)
-    try:
-        if args.out is not None and args.out.exists():
-            raise ConfigError(f"{args.out} exists; choose another --out")
-        claims, missing = table(args.results)
-        if not claims:
-            raise ConfigError(f"no tool results in {args.results}: run {'; '.join(missing)}")
-    except StreamlabError as err:
-        print(f"longlive streamdiffusion_v2: {err}", file=sys.stderr)
-        return 2
+    refuse_overwrite(args.out, "--out")
+    claims, missing = table(args.results)
+    if not claims:
+        raise ConfigError(f"no tool results in {args.results}: run {'; '.join(missing)}")
     print(markdown(claims))
     for line in missing:
         print(f"not in the table (no file): {line}")

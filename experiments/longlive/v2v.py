@@ -49,10 +49,10 @@ import numpy as np
 import torch
 import yaml
 
-from shared.errors import ConfigError, StreamlabError
+from shared.cli import one_line_errors, refuse_overwrite, tool_command
+from shared.errors import ConfigError
 from shared.results import mean_se
 
-USAGE_ERROR = 2
 CONFIG = Path(__file__).resolve().parent / "conf" / "config.yaml"
 
 
@@ -204,6 +204,7 @@ def paired(result: dict, row: str, other: str, speed: str | None, key: str) -> t
     return mean_se(d[np.isfinite(d)])
 
 
+@one_line_errors("longlive v2v")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.longlive v2v", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=16, help="held-out clips per speed")
@@ -214,26 +215,17 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="a run's checkpoint (default: the shipped self-forcing student)")
     p.add_argument("--json", type=Path, help="write the results here (refuses to overwrite)")
     args = p.parse_args(argv)
-    command = ["python", "-m", "experiments.longlive", "v2v", *(sys.argv[1:] if argv is None else argv)]
-    try:
-        if args.clips < 2 or not args.seeds or min(args.speeds) <= 0:
-            raise ConfigError("--clips must be at least 2, --seeds non-empty and --speeds positive")
-        if args.json is not None and args.json.exists():
-            raise ConfigError(f"{args.json} exists; choose another --json")
-        result = run(args)
-    except StreamlabError as err:
-        print(f"longlive v2v: {err}", file=sys.stderr)
-        return USAGE_ERROR
-    from shared.provenance import tool_stamp
-
-    result["provenance"] = tool_stamp(command)
+    if args.clips < 2 or not args.seeds or min(args.speeds) <= 0:
+        raise ConfigError("--clips must be at least 2, --seeds non-empty and --speeds positive")
+    refuse_overwrite(args.json, "--json")
+    result = run(args)
     keys = ("position_error", "edit", "seams", "found")
     result["paired"] = {f"motion - {row} @ {f'speed {speed:g}' if speed else 'every speed'}": {k: paired(result, "motion", row, f"{speed:g}" if speed else None, k) for k in keys}
                         for row in result["rows"] if row != "motion" for speed in [*args.speeds, None]}
     if args.json is not None:
-        from shared.io import atomic_write_json
+        from shared.provenance import write_tool_result
 
-        atomic_write_json(args.json, result)
+        write_tool_result(args.json, result, tool_command("experiments.longlive", "v2v", argv))
     print(f"motion scale (95th percentile of chunk motion at the training speed): {result['motion_scale']:.4f}; "
           f"matched strength (the controller's mean): {result['matched_strength']:.4f}")
     print(f"{'row':10s} {'speed':>5s} {'strength':>8s} {'pos err px':>10s} {'found':>6s} {'edit':>6s} {'seams':>6s}")

@@ -62,7 +62,7 @@ def test_the_pipeline_over_gloo_ranks_gives_every_stream_the_single_process_fram
     assert timing.frames == streams * 4 * cfg.chunk and len(timing.chunk_ms) == streams * 4
 
 
-def test_the_tool_times_one_and_two_ranks_on_one_thread_each_and_refuses_bad_widths(tmp_path):
+def test_the_tool_times_one_and_two_ranks_on_one_thread_each_and_refuses_bad_widths(tmp_path, capsys):
     """The tool's rows (an untrained wider host, timing only) say what was timed and that the frames
     agree; the single process runs on one thread, as each rank does, and gives the threads back."""
     import json
@@ -81,7 +81,8 @@ def test_the_tool_times_one_and_two_ranks_on_one_thread_each_and_refuses_bad_wid
     ratio = [rows[1]["fps"] / rows[0]["fps"], rows[3]["fps"] / rows[2]["fps"]]
     assert out["paired"]["2 / 1 ranks"]["fps"] == pytest.approx([np.mean(ratio), abs(ratio[0] - ratio[1]) / 2])
     assert out["provenance"]["command"][-len(args):] == args and "commit" in out["provenance"]
-    with pytest.raises(ConfigError, match="exists"):
-        main(args)  # a published result is not overwritten
-    with pytest.raises(ConfigError, match="multiple of 16"):
-        main(["--width", "20"])
+    before = (tmp_path / "p.json").read_bytes()
+    assert main(args) == 2 and (tmp_path / "p.json").read_bytes() == before  # a published result is not overwritten
+    assert main(["--width", "20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # one line each, no traceback
+    assert len(err) == 2 and "exists; choose another --json" in err[0] and "multiple of 16" in err[1]
