@@ -61,6 +61,8 @@ from IPython.display import display
 
 from shared.notebook import Shown, publish, show
 
+pd.set_option("display.max_colwidth", None)  # the claims and their differences are read whole
+
 EXPERIMENT = Path.cwd().name  # this notebook's folder names its experiment (a fork runs itself)
 
 shown = show(EXPERIMENT, PRESET, OVERRIDES, run_dir=SHOW_RUN)
@@ -218,7 +220,10 @@ print("jerk px (pooled, not judged):", jerk)
 # (`streamlab reproduce streamdit --preset cpu trainer.seed=<k> trainer.threads=1
 # 'eval.rows=[fifo,streamdit_c1,streamdit_mixed,distilled,distilled_framesink]' eval.switch_rows=false`:
 # the rows these claims need; the published copies keep only the rows' per-frame validity, what this
-# section reads, as the repository must stay small enough to travel to a lent GPU with its wheels);
+# section reads, as the repository must stay small enough to travel to a lent GPU with its wheels),
+# with `seed<k>_rollout/` (`'eval.rows=[distilled_framesink_rollout]' models_from=<seed k's run>`: the
+# rollout-trained student) and `seed<k>_plain/` (`'eval.rows=[full_clip,full_clip_plain,streamdit_mixed_plain]'
+# models_from=<seed k's run>`: the paper's plain DiT and the clip model it is compared with) beside it;
 # `STREAMDIT_SEED_RUNS=dir1:dir2` reads finished runs instead.
 
 # %%
@@ -231,17 +236,24 @@ CLAIMS = [
     ("distilled", "streamdit_mixed", "validity", MARGIN, f"distilled student within {MARGIN} validity of its teacher"),
     ("streamdit_mixed", "fifo", "validity", 0.0, "(paper) trained streaming beats training-free FIFO"),
     ("distilled_framesink", "distilled", "drift", 0.0, "the frame-sink memory drifts more than the plain student"),
+    ("distilled_framesink", "distilled_framesink_rollout", "drift", 0.0, "training the frame-sink student on its own rollouts lowers its drift"),
+    ("full_clip", "full_clip_plain", "validity", 0.0, "our FFN convolution beats the paper's plain DiT (clip model)"),
+    ("streamdit_mixed", "streamdit_mixed_plain", "validity", 0.0, "our FFN convolution beats the paper's plain DiT (mixed model)"),
 ]
 seed_dirs = [Path(d) for d in os.environ["STREAMDIT_SEED_RUNS"].split(":")] if os.environ.get("STREAMDIT_SEED_RUNS") else \
     sorted(Path("results/seeds").glob("seed*"))
 seed_dirs = [d for d in seed_dirs if (d / "arrays.npz").is_file() and (d / "config.yaml").is_file()]
 configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in seed_dirs]
-by_seed = {c["trainer"]["seed"]: dict(np.load(d / "arrays.npz")) for d, c in zip(seed_dirs, configs)}
+by_seed = {}  # trainer.seed -> its rows' arrays; runs of one seed that scored other rows on its models join
+for d, c in zip(seed_dirs, configs):
+    more, have = dict(np.load(d / "arrays.npz")), by_seed.setdefault(c["trainer"]["seed"], {})
+    assert not more.keys() & have.keys(), f"{d} scored a row another run of seed {c['trainer']['seed']} scored"
+    have |= more
 shown_cfg = shown.config()
 if not SMOKE:  # the table above is one more seed (its rows merged from its runs)
+    assert int(shown_cfg.trainer.seed) not in by_seed, "the shown run's seed is also among the seed runs"
     by_seed[int(shown_cfg.trainer.seed)] = arrays
     configs.append({"eval": {"seed": int(shown_cfg.eval.seed), "prompts": int(shown_cfg.eval.prompts)}})
-assert len(by_seed) == len(configs), "two of the runs share a training seed"
 assert len({(c["eval"]["seed"], c["eval"]["prompts"]) for c in configs}) <= 1, "the runs scored different prompts"
 
 
