@@ -86,6 +86,23 @@ def mean_se(values: Iterable[float]) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
 
+def arrays_by_seed(run_dirs: Iterable[str | os.PathLike]) -> dict[int, dict]:
+    """Published run copies (each a folder with ``config.yaml`` and ``arrays.npz``) -> ``{trainer.seed:
+    {array name: array}}``. Runs of one seed that scored other rows on that seed's models (``models_from``)
+    join into one entry; an array two of them hold is refused, as the pairing would depend on the order."""
+    import numpy as np
+    import yaml
+
+    by_seed: dict[int, dict] = {}
+    for run in map(Path, run_dirs):
+        seed = int(yaml.safe_load((run / "config.yaml").read_text())["trainer"]["seed"])
+        more, have = dict(np.load(run / "arrays.npz")), by_seed.setdefault(seed, {})
+        if twice := sorted(more.keys() & have.keys()):
+            raise ValueError(f"{run} holds {twice[0]}, which another run of seed {seed} holds too")
+        have |= more
+    return by_seed
+
+
 def across_seeds(differences: Mapping[int, Iterable[float]], margin: float = 0.0, min_seeds: int = 3) -> dict:
     """A claim judged over training seeds. ``differences``: per training seed, the paired
     differences (a - b, one per prompt/clip; the claim says positive) on the same prompts.

@@ -347,6 +347,26 @@ def test_a_tool_result_keeps_the_tools_own_provenance_under_the_stamp_and_is_wri
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left beside it
 
 
+def test_runs_of_one_seed_join_and_a_row_scored_twice_is_refused(tmp_path):
+    import numpy as np
+
+    from shared.results import arrays_by_seed
+
+    def run(name, seed, **arrays):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"trainer:\n  seed: {seed}\n")
+        np.savez(tmp_path / name / "arrays.npz", **arrays)
+        return tmp_path / name
+
+    a, b, c = np.arange(3.0), np.arange(3.0) + 0.5, np.arange(3.0) - 2
+    runs = [run("s1", 1, fifo=a), run("s1_plain", 1, plain=b), run("s2", 2, fifo=c)]
+    by_seed = arrays_by_seed(runs)
+    assert sorted(by_seed) == [1, 2] and sorted(by_seed[1]) == ["fifo", "plain"] and sorted(by_seed[2]) == ["fifo"]
+    assert np.array_equal(by_seed[1]["plain"], b) and np.array_equal(by_seed[2]["fifo"], c)
+    with pytest.raises(ValueError, match="fifo"):
+        arrays_by_seed([*runs, run("s1_again", 1, fifo=b)])
+
+
 def test_mean_se_is_the_sample_sd_over_root_n():
     import math
 

@@ -229,7 +229,7 @@ print("jerk px (pooled, not judged):", jerk)
 # %%
 import yaml
 
-from shared.results import across_seeds
+from shared.results import across_seeds, arrays_by_seed
 
 CLAIMS = [
     ("streamdit_mixed", "streamdit_c1", "validity", 0.0, "(paper, Table 3) mixed training beats chunk-size-1 training"),
@@ -244,11 +244,7 @@ seed_dirs = [Path(d) for d in os.environ["STREAMDIT_SEED_RUNS"].split(":")] if o
     sorted(Path("results/seeds").glob("seed*"))
 seed_dirs = [d for d in seed_dirs if (d / "arrays.npz").is_file() and (d / "config.yaml").is_file()]
 configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in seed_dirs]
-by_seed = {}  # trainer.seed -> its rows' arrays; runs of one seed that scored other rows on its models join
-for d, c in zip(seed_dirs, configs):
-    more, have = dict(np.load(d / "arrays.npz")), by_seed.setdefault(c["trainer"]["seed"], {})
-    assert not more.keys() & have.keys(), f"{d} scored a row another run of seed {c['trainer']['seed']} scored"
-    have |= more
+by_seed = arrays_by_seed(seed_dirs)  # trainer.seed -> its rows' arrays; runs of one seed that scored other rows on its models join
 shown_cfg = shown.config()
 if not SMOKE:  # the table above is one more seed (its rows merged from its runs)
     assert int(shown_cfg.trainer.seed) not in by_seed, "the shown run's seed is also among the seed runs"
