@@ -110,9 +110,10 @@ def heard_speech(audio: np.ndarray) -> bool:
 
 
 class StreamingTranscriber:
-    def __init__(self, model, vocab: Vocabulary, chunking: Chunking, look_back: int = 2, max_new: int = 28):
+    def __init__(self, model, vocab: Vocabulary, chunking: Chunking, look_back: int = 2, max_new: int = 28, eot_penalty: float = 0.0):
         self.model, self.vocab, self.chunking = model, vocab, chunking
         self.look_back, self.max_new = look_back, max_new
+        self.eot_penalty = eot_penalty
         self.whisper = base_model(model)
         self.device = model_device(model)  # the mel front end stays on the CPU; encoder and decoder run here
         self.mel = StreamingMel()
@@ -174,6 +175,7 @@ class StreamingTranscriber:
         room = self.whisper.config.max_target_positions - len(self.vocab.start) - 1  # Whisper's 448 positions
         for _ in range(min(self.max_new, room - len(self.tokens))):
             row = self._mask(row_logits, first_text_position=not self.tokens)
+            row[self.vocab.eot] -= self.eot_penalty
             token = int(row.argmax())
             if token == self.vocab.eot:
                 break

@@ -42,16 +42,26 @@ def telephone_band(audio: np.ndarray) -> np.ndarray:
     return resample_poly(resample_poly(audio, 1, 2), 2, 1)[: len(audio)].astype(np.float32)
 
 
-def test_sets(limit: int | None = None, telephone: bool = False) -> dict[str, list[tuple[str, str, np.ndarray]]]:
+def test_sets(limit: int | None = None, telephone: bool = False, validation: bool = False) -> dict[str, list[tuple[str, str, np.ndarray]]]:
     """set -> [(name, reference, 16 kHz audio)]; ``telephone``: the other speakers band-limited
-    to the training prompts' band (``telephone_band``)."""
+    to the training prompts' band (``telephone_band``); ``validation``: also the synthetic
+    validation set (``synthetic.validation_prompts``), for choosing settings without a test set."""
     from .other_speakers import load_recording_audio, load_recordings
     from .speech import load_audio, load_prompts, split
 
     _, test = split(load_prompts())
     channel = telephone_band if telephone else (lambda a: a)
-    return {"asterisk": [(p.name, p.text, load_audio(p.path)) for p in test[:limit]],
+    sets = {"asterisk": [(p.name, p.text, load_audio(p.path)) for p in test[:limit]],
             "other_speakers": [(r.name, r.text, channel(load_recording_audio(r))) for r in load_recordings()[:limit]]}
+    if validation:
+        from shared.paths import outputs_root
+
+        from .synthetic import validation_prompts
+
+        held_out = [ref for files in sets.values() for _, ref, _ in files]
+        prompts = validation_prompts(outputs_root() / "cache" / "synthetic_validation", held_out)
+        sets["validation"] = [(p.name, p.text, load_audio(p.path)) for p in prompts[:limit]]
+    return sets
 
 
 def score(files, transcripts, vocab, aligned, offline_errors=None) -> dict:
@@ -131,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-long-form", action="store_true", help="skip the long-form streams")
     parser.add_argument("--telephone", action="store_true",
                         help="band-limit the other speakers to 4 kHz, the training prompts' band (does the wideband channel explain their errors?)")
+    parser.add_argument("--validation", action="store_true",
+                        help="also score the synthetic validation set (held-back fortune sentences, five synthetic voices): for choosing settings, never a claim")
+    parser.add_argument("--eot-penalty", type=float, default=0.0,
+                        help="subtract this from end-of-text's logit in the greedy stream (default 0: the paper's decoder)")
     parser.add_argument("--out", type=Path, help="write the scores and hypotheses as JSON")
     args = parser.parse_args(argv)
     rows = args.rows.split(",")
@@ -142,17 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         vocab = Vocabulary(data_dir)
         streaming = load_adapter(base, "tiny.en", chunking.chunk_ms, args.adapter) if "careless_whisper" in rows else None
         stock, _ = load_whisper("tiny.en")
-        sets = test_sets(args.limit, args.telephone)
+        sets = test_sets(args.limit, args.telephone, args.validation)
     except (StreamlabError, ValueError) as err:
         print(f"generalise: error: {err}", file=sys.stderr)
         return 2
     fw = faster_whisper_model(data_dir) if any(r.startswith("faster") for r in rows) else None
     run = {"offline": lambda a: offline(stock, vocab, a),
-           "careless_whisper": lambda a: transcribe_stream(streaming, vocab, a, chunking, piece_ms=chunking.chunk_ms if args.cut_at_chunk_ends else None),
+           "careless_whisper": lambda a: transcribe_stream(streaming, vocab, a, chunking, piece_ms=chunking.chunk_ms if args.cut_at_chunk_ends else None,
+                                                                eot_penalty=args.eot_penalty),
            "faster_whisper": lambda a: faster_whisper_offline(fw, vocab, a),
            "faster_whisper_la2": lambda a: faster_whisper_la2(fw, vocab, a, args.la_chunk_ms)}
     results = {"threads": torch.get_num_threads(), "chunk_ms": chunking.chunk_ms, "la_chunk_ms": args.la_chunk_ms, "adapter": str(args.adapter or "shipped"),
-               "telephone": args.telephone}
+               "telephone": args.telephone, "eot_penalty": args.eot_penalty}
     for set_name, files in sets.items():
         aligned = {name: align_or_none(audio, ref) for name, ref, audio in files}
         results[set_name] = {"references": [r for _, r, _ in files], "names": [n for n, *_ in files]}
@@ -174,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{set_name:15s} {row:19s} WER {r['wer']:6.2f} %  vs offline {diff}  lag {lag:>5s} s ({r['lag_words']} words)  "
                   f"RTF {r['rtf']:.3f}  loops {r['loops']}{hit}", flush=True)
     if streaming is not None and not args.limit and not args.no_long_form:
-        for set_name in sets:
+        for set_name in ("asterisk", "other_speakers"):
             r = results[set_name]["long_form"] = long_form(streaming, vocab, chunking, sets[set_name])
             print(f"{set_name:15s} long form: {r['audio_s']:.0f} s in one stream, WER {r['wer']:.2f} %, a word repeated at most "
                   f"{r['longest_run']}x in a row (reference {r['reference_longest_run']}x), RTF {r['rtf']:.3f}, "

@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,22 @@ def fortune_sentences(folder: Path | None = None, min_words: int = 4, max_words:
     return out
 
 
-def usable_sentences(held_out: list[str], folder: Path | None = None) -> list[str]:
-    """The fortune sentences that share no 4 consecutive words with any held-out reference."""
+# One sentence in ten (by a stable hash of its text) is kept for the validation set and never trained
+# on: recipes, checkpoints and decoding settings are chosen on it, never on a test set.
+VALIDATION_ONE_IN = 10
+
+
+def is_validation(sentence: str) -> bool:
+    return zlib.crc32(sentence.lower().encode()) % VALIDATION_ONE_IN == 0
+
+
+def usable_sentences(held_out: list[str], folder: Path | None = None, split: str = "train") -> list[str]:
+    """The fortune sentences of ``split`` ("train" or "validation") that share no 4 consecutive words
+    with any held-out reference."""
+    if split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
     banned = set().union(*(ngrams(words_of(t)) for t in held_out)) if held_out else set()
-    return [s for s in fortune_sentences(folder) if not ngrams(words_of(s)) & banned]
+    return [s for s in fortune_sentences(folder) if not ngrams(words_of(s)) & banned and is_validation(s) == (split == "validation")]
 
 
 def flite_say(text: str, voice: str, stretch: float) -> np.ndarray:
@@ -127,16 +140,17 @@ def say(text: str, voice: str, stretch: float = 1.0, seed: int = 0) -> np.ndarra
     raise DataError(f"unknown synthetic voice {voice!r}; choose from {', '.join(VOICES)}")
 
 
-def synthetic_prompts(count: int, folder: Path, held_out: list[str], seed: int = 0, voices=VOICES) -> list[Prompt]:
-    """``count`` sentences (drawn without replacement), each spoken by a random voice at a random rate
-    and written to ``folder`` as 16-bit WAV; a WAV already there is reused (same seed, same files)."""
+def synthetic_prompts(count: int, folder: Path, held_out: list[str], seed: int = 0, voices=VOICES, split: str = "train") -> list[Prompt]:
+    """``count`` sentences of ``split`` (drawn without replacement), each spoken by a random voice at a
+    random rate and written to ``folder`` as 16-bit WAV; a WAV already there is reused (same seed,
+    same files)."""
     import soundfile as sf
 
     from shared.progress import progress
 
-    sentences = usable_sentences(held_out)
+    sentences = usable_sentences(held_out, split=split)
     if count > len(sentences):
-        raise DataError(f"train.synthetic.count={count}: only {len(sentences)} usable sentences")
+        raise DataError(f"{count} synthetic {split} sentences asked for: only {len(sentences)} usable")
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     prompts = []
@@ -150,3 +164,13 @@ def synthetic_prompts(count: int, folder: Path, held_out: list[str], seed: int =
             tmp.replace(path)
         prompts.append(Prompt(f"synthetic/{k:04d}-{voice}", sentences[i], path))
     return prompts
+
+
+VALIDATION_COUNT, VALIDATION_SEED = 60, 7
+
+
+def validation_prompts(folder: Path, held_out: list[str], count: int = VALIDATION_COUNT) -> list[Prompt]:
+    """The validation set: ``count`` held-back sentences, each read by one of the five voices (none
+    trained on; every WAV cached in ``folder``). Synthetic speech is never a test set: this set only
+    chooses between recipes and settings; the claims are measured on real speech."""
+    return synthetic_prompts(count, folder, held_out, seed=VALIDATION_SEED, split="validation")

@@ -46,11 +46,30 @@ def test_fortune_sentences_drop_attributions_digits_quotes_and_duplicates(fortun
 def test_a_sentence_sharing_four_words_with_a_test_reference_is_left_out(fortunes):
     from ..synthetic import usable_sentences
 
-    every = usable_sentences([], fortunes)
-    held = usable_sentences(["so what to do next is a question"], fortunes)  # shares "what to do next"
+    def both(held_out):
+        return usable_sentences(held_out, fortunes, "train") + usable_sentences(held_out, fortunes, "validation")
+
+    every = both([])
+    held = both(["so what to do next is a question"])  # shares "what to do next"
     assert "Wisdom is knowing what to do next, virtue is doing it." in every
     assert [s for s in every if s not in held] == ["Wisdom is knowing what to do next, virtue is doing it."]
-    assert usable_sentences(["what to do"], fortunes) == every  # three shared words are allowed
+    assert both(["what to do"]) == every  # three shared words are allowed
+
+
+def test_validation_sentences_are_never_trained_on(fortunes, monkeypatch):
+    """One sentence in ten is held back for the validation set by a hash of its text: the two
+    splits are disjoint, together are every sentence, and a sentence stays in its split whatever
+    else the files hold."""
+    from .. import synthetic
+
+    monkeypatch.setattr(synthetic, "fortune_sentences", lambda folder=None: [f"Sentence number {i} of the many here." for i in range(400)])
+    train, validation = synthetic.usable_sentences([], split="train"), synthetic.usable_sentences([], split="validation")
+    assert not set(train) & set(validation) and len(train) + len(validation) == 400
+    assert 20 <= len(validation) <= 60  # about one in ten
+    monkeypatch.setattr(synthetic, "fortune_sentences", lambda folder=None: [f"Sentence number {i} of the many here." for i in range(0, 400, 3)])
+    assert set(synthetic.usable_sentences([], split="validation")) == {s for s in validation if int(s.split()[2]) % 3 == 0}
+    with pytest.raises(ValueError, match="split"):
+        synthetic.usable_sentences([], split="test")
 
 
 def test_missing_fortunes_are_one_clear_error(tmp_path):
