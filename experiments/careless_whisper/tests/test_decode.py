@@ -107,7 +107,7 @@ class ScriptCache:
         del self.prefix[n:]
 
 
-def scripted_stream(script, beam_size, look_back=2, max_new=28):
+def scripted_stream(script, beam_size, look_back=2, max_new=28, **kw):
     from types import SimpleNamespace
 
     from ..decode import streaming_transcriber
@@ -116,7 +116,7 @@ def scripted_stream(script, beam_size, look_back=2, max_new=28):
     EOT = 7
     vocab = SimpleNamespace(eot=EOT, start=[8, 9], suppress=[], suppress_begin=[], first_special=EOT + 2)  # 8, 9: start tokens
     model = ScriptedWhisper(script, vocab_size=10, n_start=2)
-    stream = streaming_transcriber(model, vocab, Chunking(300), beam_size=beam_size, look_back=look_back, max_new=max_new)
+    stream = streaming_transcriber(model, vocab, Chunking(300), beam_size=beam_size, look_back=look_back, max_new=max_new, **kw)
     stream._new_cache = ScriptCache
 
     def chunk(frames):
@@ -178,6 +178,16 @@ def test_at_most_max_new_tokens_per_chunk_and_eot_ends_the_chunk():
     for beam_size in (1, 3):
         _, chunk = scripted_stream(stops, beam_size=beam_size)
         assert chunk(30) == [1]
+
+
+def test_the_end_of_text_penalty_lets_a_token_through_only_within_the_penalty_of_end_of_text():
+    # after token 1: end-of-text 0.6, token 2 0.3 (log ratio 0.69); after 1 2: end-of-text for sure
+    def script(prefix, frames):
+        return {(): {1: 0.9, EOT: 0.1}, (1,): {EOT: 0.6, 2: 0.3, 3: 0.1}}.get(prefix, {EOT: 1.0})
+
+    for penalty, expected in ((0.0, [1]), (0.6, [1]), (0.8, [1, 2]), (5.0, [1, 2])):
+        _, chunk = scripted_stream(script, beam_size=1, eot_penalty=penalty)
+        assert chunk(30) == expected, penalty
 
 
 def test_beam_rule_cuts_on_leaving_the_top_k_or_on_a_fall_with_a_lost_argmax():
