@@ -26,6 +26,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -73,7 +74,10 @@ def score(files, transcripts, vocab, aligned, offline_errors=None) -> dict:
     refs = [normalise(ref) for _, ref, _ in files]
     hyps = [normalise(t.text) for t, _ in transcripts]
     words = np.array([len(r.split()) for r in refs])
-    errors = np.array([jiwer.process_words(r, h).wer * n if n else len(h.split()) for r, h, n in zip(refs, hyps, words)])
+    # an empty reference (jiwer refuses it): every hypothesis word is an insertion
+    measures = [jiwer.process_words(r, h) if n else SimpleNamespace(substitutions=0, deletions=0, insertions=len(h.split()))
+                for r, h, n in zip(refs, hyps, words)]
+    errors = np.array([m.substitutions + m.deletions + m.insertions for m in measures])
     lags, hits = [], []
     for (name, _, _), (t, _) in zip(files, transcripts):
         if aligned.get(name):
@@ -85,7 +89,9 @@ def score(files, transcripts, vocab, aligned, offline_errors=None) -> dict:
            "interval_hit": float(np.mean(hits)) if hits else None,
            "rtf": sum(s for _, s in transcripts) / (sum(len(a) for *_, a in files) / SAMPLE_RATE),
            "loops": loops([r for _, r, _ in files], [t.text for t, _ in transcripts]),
-           "hypotheses": [t.text for t, _ in transcripts], "errors": errors.tolist()}
+           "hypotheses": [t.text for t, _ in transcripts], "errors": errors.tolist(),
+           # which errors: a stream that stops emitting (end-of-text winning chunk after chunk) shows as deletions
+           **{kind: int(sum(getattr(m, kind) for m in measures)) for kind in ("substitutions", "deletions", "insertions")}}
     if offline_errors is not None:
         out["minus_offline"], out["minus_offline_se"] = paired_difference(errors, offline_errors, words)
     return out
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             lag = f"{r['lag_s']:.2f}" if r["lag_s"] is not None else "-"
             hit = f"  word interval holds the aligned end: {100 * r['interval_hit']:.0f} %" if r["interval_hit"] is not None else ""
             print(f"{set_name:15s} {row:19s} WER {r['wer']:6.2f} %  vs offline {diff}  lag {lag:>5s} s ({r['lag_words']} words)  "
-                  f"RTF {r['rtf']:.3f}  loops {r['loops']}{hit}", flush=True)
+                  f"RTF {r['rtf']:.3f}  loops {r['loops']}  S/D/I {r['substitutions']}/{r['deletions']}/{r['insertions']}{hit}", flush=True)
     if streaming is not None and not args.limit and not args.no_long_form:
         for set_name in ("asterisk", "other_speakers"):
             r = results[set_name]["long_form"] = long_form(streaming, vocab, chunking, sets[set_name])

@@ -123,3 +123,38 @@ def test_generalise_telephone_flag_band_limits_the_other_speakers_only():
     for (_, _, a), (_, _, b) in zip(wide["other_speakers"], narrow["other_speakers"]):
         assert above_4k(a) > 1e-3 and above_4k(b) < above_4k(a) / 30 and len(a) == len(b)
     assert all(np.array_equal(a, b) for (_, _, a), (_, _, b) in zip(wide["asterisk"], narrow["asterisk"]))
+
+
+def test_the_validation_set_is_held_back_synthetic_speech_that_shares_nothing_with_a_test_set(tmp_path, monkeypatch):
+    from shared.errors import DataError
+
+    from ..generalise import test_sets
+    from ..synthetic import VOICES, is_validation, ngrams, words_of
+
+    recordings()
+    monkeypatch.setenv("STREAMLAB_OUTPUTS", str(tmp_path))
+    try:
+        sets = test_sets(limit=None, validation=True)
+    except DataError as err:  # flite, Piper or the fortunes are not installed
+        pytest.skip(str(err))
+    validation = sets["validation"]
+    assert len(validation) == 60 and {n.split("-")[-1] for n, _, _ in validation} == set(VOICES)
+    assert all(is_validation(ref) for _, ref, _ in validation)  # never drawn for training
+    tested = set().union(*(ngrams(words_of(ref)) for name in ("asterisk", "other_speakers") for _, ref, _ in sets[name]))
+    assert not any(ngrams(words_of(ref)) & tested for _, ref, _ in validation)
+    assert all(len(a) > 16000 and np.abs(a).max() > 0.05 for _, _, a in validation)  # a second or more of audible speech
+
+
+def test_score_counts_substitutions_deletions_and_insertions_against_whispers_normaliser():
+    from types import SimpleNamespace
+
+    from ..generalise import score
+
+    audio = np.full(16000, 0.1, np.float32)
+    files = [("a", "he might have been made still more respectable", audio), ("b", "ten of clubs", audio), ("c", "", audio)]
+    said = ["He might have", "10 of clothes, please.", "you"]  # 5 deleted; 1 substituted + 1 inserted; 1 inserted
+    transcripts = [(SimpleNamespace(text=t, tokens=[], emitted_at=[], heard_from=[]), 0.5) for t in said]
+    r = score(files, transcripts, vocab=None, aligned={})
+    assert (r["substitutions"], r["deletions"], r["insertions"]) == (1, 5, 2)
+    assert r["errors"] == [5, 2, 1] and r["words"] == 11 and r["wer"] == pytest.approx(100 * 8 / 11)
+    assert r["rtf"] == pytest.approx(1.5 / 3) and r["lag_s"] is None
