@@ -158,3 +158,26 @@ def test_score_counts_substitutions_deletions_and_insertions_against_whispers_no
     assert (r["substitutions"], r["deletions"], r["insertions"]) == (1, 5, 2)
     assert r["errors"] == [5, 2, 1] and r["words"] == 11 and r["wer"] == pytest.approx(100 * 8 / 11)
     assert r["rtf"] == pytest.approx(1.5 / 3) and r["lag_s"] is None
+
+
+def test_paired_compares_two_generalise_outputs_file_by_file(tmp_path, capsys):
+    import json
+
+    from ..paired import compare, main
+
+    refs = ["go forward slowly now", "stop there", "turn left again", "wait"]
+    a = {"other_speakers": {"names": ["p", "q", "r", "s"], "references": refs, "careless_whisper": {"wer": 60.0, "errors": [3, 1, 2, 0]}}}
+    b = {"other_speakers": {"names": ["p", "q", "r", "s"], "references": refs, "careless_whisper": {"wer": 20.0, "errors": [1, 0, 1, 0]}}}
+    (row,) = compare(a, b, "careless_whisper")
+    assert row["b_minus_a"] == pytest.approx(-40.0) and 0 < row["se"] < 40  # B made 4 fewer errors in 10 words
+    assert compare(b, a, "careless_whisper")[0]["b_minus_a"] == pytest.approx(40.0)
+    shuffled = {"other_speakers": dict(b["other_speakers"], names=["q", "p", "r", "s"])}
+    with pytest.raises(Exception, match="different recordings"):
+        compare(a, shuffled, "careless_whisper")
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "B - A -40.00" in capsys.readouterr().out
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--row", "offline"]) == 2
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err.count("\n") == 2  # one line each
