@@ -4,7 +4,10 @@
 
 - ``asterisk``: the 109 held-out Asterisk prompts (the training speaker, telephone band);
 - ``other_speakers``: 13 real recordings of five other speakers (``other_speakers.py``): LibriVox,
-  a card game, a robot command, JFK, a 53 s sonnet.
+  a card game, a robot command, JFK, a 53 s sonnet;
+- ``validation`` (``--validation``): 60 fortune sentences held back from training
+  (``synthetic.validation_prompts``) read by the five synthetic voices: for choosing recipes and
+  settings without looking at a test set; synthetic speech is never a claim.
 
 Rows: ``offline`` (our Whisper, whole file), ``careless_whisper`` (the adapter streaming at
 ``--chunk-ms``; default: the adapter StreamLab ships), ``faster_whisper`` (offline, CTranslate2) and
@@ -16,8 +19,10 @@ alignment (files it cannot align are left out of the lag only), real-time factor
 times in a row and the reference has no such run); for our streaming rows also the share of words
 whose interval (``transcribe --json``'s ``start``/``end``) holds the aligned word end. Then each
 set back to back as one long stream (Asterisk: 109 prompts, about 5 minutes): WER, the longest
-run of one word, and the resident memory every 10 s. Prints a table; ``--out`` writes every
-hypothesis too.
+run of one word, and the resident memory every 10 s. Prints a table (with substitutions /
+deletions / insertions: a stream that stops emitting shows as deletions); ``--out`` writes every
+hypothesis too, and ``python -m experiments.careless_whisper paired A.json B.json`` compares two
+such files file by file.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def test_synthetic_prompts_are_cached_and_reproducible(tmp_path, monkeypatch):
         return np.full(1600, 0.1, np.float32)
 
     monkeypatch.setattr(synthetic, "say", fake_say)
-    monkeypatch.setattr(synthetic, "usable_sentences", lambda held_out: [f"sentence number {w}" for w in ("one", "two", "three", "four")])
+    monkeypatch.setattr(synthetic, "usable_sentences", lambda held_out, split="train": [f"sentence number {w}" for w in ("one", "two", "three", "four")])
     first = synthetic.synthetic_prompts(3, tmp_path / "a", [], seed=5, voices=("awb", "joe"))
     again = synthetic.synthetic_prompts(3, tmp_path / "a", [], seed=5, voices=("awb", "joe"))
     assert len(calls) == 3 and first == again  # the second call reads the WAVs it wrote
