@@ -167,7 +167,7 @@ def _a_tool_without_a_handler(argv):
 
 
 def test_the_tools_each_experiment_offers_are_listed():
-    for name, tools in {"stdo": ["fit", "upscale", "sweep"], "careless_whisper": ["transcribe", "generalise"], "streamdit": ["bench"]}.items():
+    for name, tools in {"stdo": ["fit", "upscale", "sweep"], "careless_whisper": ["transcribe", "generalise", "paired"], "streamdit": ["bench"]}.items():
         out = subprocess.run([sys.executable, "-m", f"experiments.{name}"], capture_output=True, text=True, timeout=60, check=True).stdout
         assert re.findall(r"^  (\w+)  ", out, re.MULTILINE) == [*tools, "reproduce"], out
     fit = subprocess.run([sys.executable, "-m", "experiments.stdo", "fit", "--help"], capture_output=True, text=True, timeout=60, check=False)
