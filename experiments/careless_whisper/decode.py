@@ -186,6 +186,15 @@ class StreamingTranscriber:
         self.dec_times.append(time.perf_counter() - start)
         self.step += 1
 
+    @torch.no_grad()
+    def next_candidates(self, k: int = 4) -> list[tuple[int, float]]:
+        """The ``k`` likeliest next tokens after the current hypothesis under the audio decoded so far,
+        as (token, log-probability), end-of-text included (``transcribe --trace``: a stream that stalls
+        shows end-of-text ahead of the next word chunk after chunk)."""
+        row = self._logits(self.tokens)[len(self.vocab.start) - 1 + len(self.tokens)]
+        top = self._mask(row, first_text_position=not self.tokens).log_softmax(-1).topk(k)
+        return [(int(t), float(v)) for v, t in zip(top.values, top.indices)]
+
     # ---- audio ------------------------------------------------------------------------------
     def _next_window(self) -> None:
         """Whisper sees at most 1500 frames (30 s). At the limit, start a new window: its first block

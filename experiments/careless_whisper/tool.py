@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--any-chunk", action="store_true", help="stream an adapter at a chunk size other than the one it was trained for")
     p.add_argument("--offline", action="store_true", help="ordinary offline Whisper over the whole file (the same output), to compare")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--trace", action="store_true",
+                   help="greedy only: after every decoded chunk, print the hypothesis and the 4 likeliest next tokens with their log-probabilities to stderr")
     return p
 
 
@@ -106,6 +108,8 @@ def transcribe(args) -> dict:
         raise StreamlabError(str(err)) from err
     if args.beam < 1:
         raise StreamlabError(f"--beam must be at least 1 (got {args.beam})")
+    if args.trace and (args.beam > 1 or args.offline):
+        raise StreamlabError("--trace follows the greedy stream: drop --beam and --offline")
     if args.adapter and args.offline:
         raise StreamlabError("--offline runs the stock model over the whole file: drop --adapter (a streaming adapter)")
     if not args.offline and args.adapter is None and shipped_adapter(args.model, chunking.chunk_ms) is None:
@@ -127,7 +131,10 @@ def transcribe(args) -> dict:
     stream = streaming_transcriber(model, vocab, chunking, beam_size=args.beam)
     with torch.inference_mode():
         for piece in chunk_pieces(audio, chunking):  # each chunk as soon as it can be decoded
+            decoded = stream.step
             stream.push(piece)
+            if args.trace and stream.step > decoded and stream.speech:
+                _trace(stream, vocab)
             committed = stream.final_tokens + stream.tokens[: max(0, len(stream.tokens) - stream.look_back)]
             words = word_emissions(vocab.tokenizer, committed, stream.final_emitted + stream.emitted_at, vocab.eot)
             if not args.json:
@@ -136,6 +143,11 @@ def transcribe(args) -> dict:
                     print(f"[{t:6.2f}s] {w}", flush=True)
                 printed = max(printed, len(words) - 1)
     return _output(args, vocab, stream.finish(), audio, printed)
+
+
+def _trace(stream, vocab) -> None:
+    nxt = ", ".join(f"{'<eot>' if t == vocab.eot else repr(vocab.decode([t]))} {lp:.2f}" for t, lp in stream.next_candidates())
+    print(f"[{stream.mel.seconds:6.2f}s] ...{vocab.decode(stream.tokens)[-40:]!r} | next: {nxt}", file=sys.stderr, flush=True)
 
 
 def _output(args, vocab, result, audio, printed: int) -> dict:

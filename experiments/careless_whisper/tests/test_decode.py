@@ -1,5 +1,6 @@
 """Decoder rules (brief test 8) on scripted logits."""
 
+import pytest
 import torch
 
 from ..decode import first_unstable
@@ -188,6 +189,19 @@ def test_the_end_of_text_penalty_lets_a_token_through_only_within_the_penalty_of
     for penalty, expected in ((0.0, [1]), (0.6, [1]), (0.8, [1, 2]), (5.0, [1, 2])):
         _, chunk = scripted_stream(script, beam_size=1, eot_penalty=penalty)
         assert chunk(30) == expected, penalty
+
+
+def test_next_candidates_are_the_likeliest_tokens_after_the_hypothesis_end_of_text_included():
+    import math
+
+    def script(prefix, frames):
+        return {(): {1: 0.9, EOT: 0.1}, (1,): {EOT: 0.6, 2: 0.3, 3: 0.1}}.get(prefix, {EOT: 1.0})
+
+    stream, chunk = scripted_stream(script, beam_size=1)
+    assert chunk(30) == [1]
+    (t1, lp1), (t2, lp2), (t3, lp3) = stream.next_candidates(3)
+    assert (t1, t2, t3) == (EOT, 2, 3)  # after "1", not after nothing
+    assert (lp1, lp2, lp3) == pytest.approx((math.log(0.6), math.log(0.3), math.log(0.1)), abs=1e-4)
 
 
 def test_beam_rule_cuts_on_leaving_the_top_k_or_on_a_fall_with_a_lost_argmax():

@@ -29,6 +29,7 @@ def transcribe(*args):
         (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--chunk-ms", "250"], "chunk"),
         (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--adapter", "nowhere"], "adapter"),
         (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--beam", "0"], "--beam"),
+        (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--trace", "--beam", "2"], "--trace"),
         # no trained adapter ships for these: refused (the untuned causal model loops), with how to train one
         (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--chunk-ms", "200"], "streamlab reproduce careless_whisper"),
         (lambda p: __import__("soundfile").write(p, np.zeros(8000, np.float32), 8000), ["--model", "base"], "no streaming adapter for base"),
