@@ -181,24 +181,24 @@ def test_at_most_max_new_tokens_per_chunk_and_eot_ends_the_chunk():
         assert chunk(30) == [1]
 
 
-def test_the_end_of_text_penalty_lets_a_token_through_only_within_the_penalty_of_end_of_text():
-    # after token 1: end-of-text 0.6, token 2 0.3 (log ratio 0.69); after 1 2: end-of-text for sure
-    def script(prefix, frames):
-        return {(): {1: 0.9, EOT: 0.1}, (1,): {EOT: 0.6, 2: 0.3, 3: 0.1}}.get(prefix, {EOT: 1.0})
+def end_of_text_ahead(prefix, frames):
+    """After token 1: end-of-text 0.6, token 2 0.3 (log ratio 0.69); after 1 2: end-of-text for sure."""
+    return {(): {1: 0.9, EOT: 0.1}, (1,): {EOT: 0.6, 2: 0.3, 3: 0.1}}.get(prefix, {EOT: 1.0})
 
+
+def test_the_end_of_text_penalty_lets_a_token_through_only_within_the_penalty_of_end_of_text():
     for penalty, expected in ((0.0, [1]), (0.6, [1]), (0.8, [1, 2]), (5.0, [1, 2])):
-        _, chunk = scripted_stream(script, beam_size=1, eot_penalty=penalty)
+        _, chunk = scripted_stream(end_of_text_ahead, beam_size=1, eot_penalty=penalty)
         assert chunk(30) == expected, penalty
 
 
 def test_next_candidates_are_the_likeliest_tokens_after_the_hypothesis_end_of_text_included():
     import math
 
-    def script(prefix, frames):
-        return {(): {1: 0.9, EOT: 0.1}, (1,): {EOT: 0.6, 2: 0.3, 3: 0.1}}.get(prefix, {EOT: 1.0})
-
-    stream, chunk = scripted_stream(script, beam_size=1)
+    stream, chunk = scripted_stream(end_of_text_ahead, beam_size=1)
     assert chunk(30) == [1]
+    # logits 3 above the log-probabilities: next_candidates must normalise them again
+    stream.whisper.proj_out = type("Shift", (torch.nn.Module,), {"forward": lambda self, hidden: hidden + 3.0})()
     (t1, lp1), (t2, lp2), (t3, lp3) = stream.next_candidates(3)
     assert (t1, t2, t3) == (EOT, 2, 3)  # after "1", not after nothing
     assert (lp1, lp2, lp3) == pytest.approx((math.log(0.6), math.log(0.3), math.log(0.1)), abs=1e-4)

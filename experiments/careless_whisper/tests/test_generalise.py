@@ -169,7 +169,11 @@ def test_paired_compares_two_generalise_outputs_file_by_file(tmp_path, capsys):
     a = {"other_speakers": {"names": ["p", "q", "r", "s"], "references": refs, "careless_whisper": {"wer": 60.0, "errors": [3, 1, 2, 0]}}}
     b = {"other_speakers": {"names": ["p", "q", "r", "s"], "references": refs, "careless_whisper": {"wer": 20.0, "errors": [1, 0, 1, 0]}}}
     (row,) = compare(a, b, "careless_whisper")
-    assert row["b_minus_a"] == pytest.approx(-40.0) and 0 < row["se"] < 40  # B made 4 fewer errors in 10 words
+    assert row["b_minus_a"] == pytest.approx(-40.0) and 0 < row["se"] < 20 and row["resolved"]  # B made 4 fewer errors in 10 words
+    one_more = {"other_speakers": dict(a["other_speakers"], careless_whisper={"wer": 70.0, "errors": [3, 1, 3, 0]})}
+    (row,) = compare(a, one_more, "careless_whisper")
+    # one error more, on one file: past one s.e., not past two
+    assert row["b_minus_a"] == pytest.approx(10.0) and row["se"] < 10 < 2 * row["se"] and not row["resolved"]
     assert compare(b, a, "careless_whisper")[0]["b_minus_a"] == pytest.approx(40.0)
     shuffled = {"other_speakers": dict(b["other_speakers"], names=["q", "p", "r", "s"])}
     with pytest.raises(Exception, match="different recordings"):

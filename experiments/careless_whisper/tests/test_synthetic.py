@@ -120,10 +120,17 @@ def test_synthetic_prompts_are_cached_and_reproducible(tmp_path, monkeypatch):
         return np.full(1600, 0.1, np.float32)
 
     monkeypatch.setattr(synthetic, "say", fake_say)
-    monkeypatch.setattr(synthetic, "usable_sentences", lambda held_out, split="train": [f"sentence number {w}" for w in ("one", "two", "three", "four")])
+    splits = set()
+
+    def usable(held_out, split="train"):
+        splits.add(split)
+        return [f"sentence number {w}" for w in ("one", "two", "three", "four")]
+
+    monkeypatch.setattr(synthetic, "usable_sentences", usable)
     first = synthetic.synthetic_prompts(3, tmp_path / "a", [], seed=5, voices=("awb", "joe"))
     again = synthetic.synthetic_prompts(3, tmp_path / "a", [], seed=5, voices=("awb", "joe"))
     assert len(calls) == 3 and first == again  # the second call reads the WAVs it wrote
+    assert splits == {"train"}  # training never draws the validation sentences
     assert len({p.text for p in first}) == 3 and all(p.path.is_file() and p.name.startswith("synthetic/") for p in first)
     assert {v for _, v, _ in calls} <= {"awb", "joe"} and all(0.85 <= s <= 1.15 for *_, s in calls)
     with pytest.raises(Exception, match="only 4 usable"):
